@@ -1,0 +1,162 @@
+"""BERT WordPiece tokenizers built with the Rust `tokenizers` library.
+
+The pipeline matches transformers' `BertTokenizerFast`: BertNormalizer (clean text, Chinese-character
+spacing, accent stripping and lower-casing when uncased), BertPreTokenizer, WordPiece with `##`
+continuations and max 100 characters a word, and the `[CLS] A [SEP] B [SEP]` template with token types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors, trainers
+from tokenizers.models import WordPiece
+
+SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class TokenizerError(ValueError):
+    """A vocabulary or tokenizer file that cannot be used, with the fix in the message."""
+
+
+def _finish(tok: Tokenizer, lowercase: bool) -> Tokenizer:
+    """Attach BERT normalisation, pre-tokenisation, decoder and the [CLS]/[SEP] template to `tok`."""
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix="##")
+    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    if missing:
+        raise TokenizerError(f"vocabulary lacks the BERT special tokens {missing}; add them to vocab.txt")
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return tok
+
+
+def from_vocab(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
+    """Build a BERT tokenizer from a one-token-per-line `vocab.txt`."""
+    path = Path(vocab_file)
+    if not path.is_file():
+        raise TokenizerError(f"{path}: vocabulary file not found; pass the path of a BERT vocab.txt")
+    vocab: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            token = line.rstrip("\n").rstrip("\r")
+            if token and token not in vocab:
+                vocab[token] = len(vocab)
+            elif token in vocab:
+                # keep ids aligned with line numbers even for duplicates, as BertTokenizer does
+                vocab[f"{token}\u0000dup{len(vocab)}"] = len(vocab)
+    if not vocab:
+        raise TokenizerError(f"{path}: vocabulary file is empty; pass the path of a BERT vocab.txt")
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    return _finish(tok, lowercase)
+
+
+def _lowercase_from_config(folder: Path) -> bool | None:
+    """Read `do_lower_case` from tokenizer_config.json if the folder has one."""
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        value = json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case")
+        return None if value is None else bool(value)
+    return None
+
+
+def load_tokenizer(source: str | Path, lowercase: bool | None = None) -> Tokenizer:
+    """Load a tokenizer from a folder (tokenizer.json or vocab.txt), a file, or a Hugging Face hub name.
+
+    `lowercase=None` keeps what the files say (tokenizer.json's normalizer, or tokenizer_config.json's
+    `do_lower_case`), defaulting to uncased as the paper's released models.
+    """
+    path = Path(source)
+    if path.is_dir():
+        lc = lowercase if lowercase is not None else _lowercase_from_config(path)
+        if (path / "tokenizer.json").is_file() and lowercase is None:
+            return Tokenizer.from_file(str(path / "tokenizer.json"))
+        if (path / "vocab.txt").is_file():
+            return from_vocab(path / "vocab.txt", True if lc is None else lc)
+        if (path / "tokenizer.json").is_file():
+            return _finish(Tokenizer.from_file(str(path / "tokenizer.json")), bool(lowercase))
+        raise TokenizerError(f"{path}: no vocab.txt or tokenizer.json in this folder; train one with "
+                             "bertlab.data.tokenizer.train_wordpiece or point at a BERT checkpoint folder")
+    if path.is_file():
+        if path.suffix == ".json":
+            tok = Tokenizer.from_file(str(path))
+            return tok if lowercase is None else _finish(tok, lowercase)
+        return from_vocab(path, True if lowercase is None else lowercase)
+    if str(source).startswith((".", "/", "~")) or path.suffix in {".txt", ".json"}:
+        raise TokenizerError(f"{path}: file not found; pass a vocab.txt, a tokenizer.json or a folder holding one")
+    try:  # a hub name, for users with internet
+        return Tokenizer.from_pretrained(str(source))
+    except Exception as err:  # noqa: BLE001 - the hub client raises many types
+        raise TokenizerError(
+            f"{source}: not a local file or folder, and the hub could not provide it ({type(err).__name__}); "
+            "pass a local vocab.txt / tokenizer.json path"
+        ) from err
+
+
+def train_wordpiece(
+    files: Sequence[str | Path] | None = None,
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    out_dir: str | Path | None = None,
+    texts: Iterable[str] | None = None,
+    min_frequency: int = 2,
+) -> Tokenizer:
+    """Train a BERT WordPiece vocabulary on text files (or an iterator of texts); save vocab.txt if asked.
+
+    The five special tokens take ids 0-4 ([PAD]=0 as BERT's embeddings expect).
+    """
+    tok = Tokenizer(WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        continuing_subword_prefix="##",
+        show_progress=True,
+    )
+    if texts is not None:
+        tok.train_from_iterator(texts, trainer=trainer)
+    else:
+        paths = [str(p) for p in files or []]
+        if not paths:
+            raise TokenizerError("train_wordpiece needs text files or an iterator of texts")
+        tok.train(paths, trainer=trainer)
+    tok = _finish(tok, lowercase)
+    if out_dir is not None:
+        save_vocab(tok, out_dir)
+    return tok
+
+
+def save_vocab(tok: Tokenizer, out_dir: str | Path) -> Path:
+    """Write `vocab.txt` (ids = line numbers) and `tokenizer.json` into `out_dir`; return the vocab path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = sorted(tok.get_vocab(with_added_tokens=True).items(), key=lambda kv: kv[1])
+    ids = [i for _, i in vocab]
+    if ids != list(range(len(ids))):
+        raise TokenizerError("vocabulary ids are not contiguous from 0; cannot write vocab.txt")
+    path = out / "vocab.txt"
+    path.write_text("".join(t.split("\u0000dup")[0] + "\n" for t, _ in vocab), encoding="utf-8")
+    tok.save(str(out / "tokenizer.json"))
+    return path
+
+
+def special_ids(tok: Tokenizer) -> dict[str, int]:
+    """Ids of the BERT special tokens: keys pad, unk, cls, sep, mask."""
+    ids = {name[1:-1].lower(): tok.token_to_id(name) for name in SPECIAL_TOKENS}
+    missing = [k for k, v in ids.items() if v is None]
+    if missing:
+        raise TokenizerError(f"tokenizer lacks special tokens {missing}")
+    return ids  # type: ignore[return-value]
