@@ -1,0 +1,272 @@
+"""The BERT encoder (Devlin et al., 2019), top to bottom in reading order.
+
+Post-LayerNorm Transformer layers, exact GELU, learned absolute positions and segment embeddings.
+Attribute names are those of transformers' `modeling_bert.py`, so published checkpoints load strictly.
+
+Where we differ from transformers (same numbers, different work): when a batch has padding, the
+embeddings, projections, feed-forward and LayerNorms run on the real tokens only (packed `(N, H)`),
+and the activations are re-padded to `(B, T, H)` only around attention. Outputs at padded positions
+are then zeros instead of transformers' meaningless values; every real position is identical.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bertlab.model.config import BertConfig
+
+
+def activation(name: str) -> nn.Module:
+    """The feed-forward activation by its transformers name ("gelu" is the exact erf form)."""
+    return {
+        "gelu": nn.GELU(),
+        "gelu_new": nn.GELU(approximate="tanh"),
+        "gelu_pytorch_tanh": nn.GELU(approximate="tanh"),
+        "relu": nn.ReLU(),
+    }[name]
+
+
+class Padding:
+    """Moves activations between padded `(B, T, ...)` and packed `(N, ...)` layouts, N = real tokens."""
+
+    def __init__(self, attention_mask: Tensor) -> None:
+        self.batch, self.length = attention_mask.shape
+        self.indices = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
+
+    def unpad(self, x: Tensor) -> Tensor:
+        """(B, T, ...) -> (N, ...)"""
+        return x.flatten(0, 1).index_select(0, self.indices)
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, ...) -> (B, T, ...), zeros at padded positions."""
+        out = x.new_zeros((self.batch * self.length, *x.shape[1:]))
+        return out.index_copy(0, self.indices, x).view(self.batch, self.length, *x.shape[1:])
+
+
+class BertEmbeddings(nn.Module):
+    """Word + position + token-type embeddings, LayerNorm, dropout: ids `(...,)` -> `(..., H)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        # padding_idx as transformers: the [PAD] row starts at zero and gets no gradient
+        self.word_embeddings = nn.Embedding(
+            config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: Tensor, token_type_ids: Tensor, position_ids: Tensor) -> Tensor:
+        x = self.word_embeddings(input_ids) + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head scaled dot-product attention: `(B, T, H)` -> `(B, T, H)` under a key-padding mask."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: Tensor, mask: Tensor | None, padding: Padding | None) -> Tensor:
+        """x `(B, T, H)` or packed `(N, H)`; mask `(B, 1, 1, T)` bool (True = attend) or None."""
+        # one GEMM for q, k, v: cheaper than three and the same numbers
+        w = torch.cat((self.query.weight, self.key.weight, self.value.weight))
+        b = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(x, w, b)
+        if padding is not None:
+            qkv = padding.pad(qkv)  # attention needs the (B, T) grid
+        batch, length, _ = qkv.shape
+        qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        ctx = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
+        )  # (B, heads, T, head_dim)
+        ctx = ctx.transpose(1, 2).reshape(batch, length, -1)
+        return padding.unpad(ctx) if padding is not None else ctx
+
+
+class BertSelfOutput(nn.Module):
+    """Attention output projection, dropout, residual, LayerNorm (post-LN)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertAttention(nn.Module):
+    """Self-attention block: attention then output projection with residual and LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.self = BertSelfAttention(config)
+        self.output = BertSelfOutput(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None, padding: Padding | None) -> Tensor:
+        return self.output(self.self(x, mask, padding), x)
+
+
+class BertIntermediate(nn.Module):
+    """Feed-forward expansion: `(..., H)` -> `(..., I)` with the activation."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = activation(config.hidden_act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
+
+class BertOutput(nn.Module):
+    """Feed-forward contraction `(..., I)` -> `(..., H)`, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: Tensor, residual: Tensor) -> Tensor:
+        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+
+
+class BertLayer(nn.Module):
+    """One post-LN Transformer layer: attention block then feed-forward block."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertOutput(config)
+
+    def forward(self, x: Tensor, mask: Tensor | None, padding: Padding | None = None) -> Tensor:
+        x = self.attention(x, mask, padding)
+        return self.output(self.intermediate(x), x)
+
+
+class BertEncoder(nn.Module):
+    """A stack of `num_hidden_layers` BertLayers."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+
+class BertPooler(nn.Module):
+    """tanh(dense(h_[CLS])): `(B, T, H)` -> `(B, H)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.activation(self.dense(hidden[:, 0]))
+
+
+class BertOutputs(NamedTuple):
+    """last_hidden_state `(B, T, H)`; pooler_output `(B, H)` or None; hidden_states L+1 x `(B, T, H)`."""
+
+    last_hidden_state: Tensor
+    pooler_output: Tensor | None
+    hidden_states: tuple[Tensor, ...] | None
+
+
+class PreTrainedMixin:
+    """from_pretrained / save_pretrained over transformers-format folders (see model/convert.py)."""
+
+    config: BertConfig
+
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: object):
+        from bertlab.model.convert import load_pretrained
+
+        return load_pretrained(cls, path, **kwargs)
+
+    def save_pretrained(self, path: str, vocab_file: str | None = None, lowercase: bool = True) -> None:
+        from bertlab.model.convert import save_pretrained
+
+        save_pretrained(self, path, vocab_file=vocab_file, lowercase=lowercase)  # type: ignore[arg-type]
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """transformers' BERT initialisation: N(0, std) weights, zero biases, unit LayerNorm, zero [PAD] row."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class BertModel(PreTrainedMixin, nn.Module):
+    """The encoder: ids `(B, T)` -> hidden states `(B, T, H)` and the pooled [CLS] vector `(B, H)`."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
+        self.apply(lambda m: init_weights(m, config.initializer_range))
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> BertOutputs:
+        """input_ids, attention_mask (1 real / 0 pad), token_type_ids: `(B, T)`."""
+        batch, length = input_ids.shape
+        if length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds max_position_embeddings "
+                f"{self.config.max_position_embeddings}; truncate inputs (max_seq_length)"
+            )
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
+        padding: Padding | None = None
+        mask: Tensor | None = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys to attend to
+            if self.config.unpad:
+                padding = Padding(attention_mask)
+                input_ids, token_type_ids, position_ids = (
+                    padding.unpad(t) for t in (input_ids, token_type_ids, position_ids)
+                )
+        x = self.embeddings(input_ids, token_type_ids, position_ids)
+        repad = padding.pad if padding is not None else (lambda t: t)
+        states: list[Tensor] = [repad(x)] if output_hidden_states else []
+        for layer in self.encoder.layer:
+            x = layer(x, mask, padding)
+            if output_hidden_states:
+                states.append(repad(x))
+        x = states[-1] if output_hidden_states else repad(x)
+        pooled = self.pooler(x) if self.pooler is not None else None
+        return BertOutputs(x, pooled, tuple(states) if output_hidden_states else None)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

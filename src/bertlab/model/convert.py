@@ -1,0 +1,235 @@
+"""Checkpoint conversion: transformers-format folders in and out, through one explicit key map.
+
+Loading is strict. Legacy entries are dropped by name, the pre-training heads are dropped when the
+target has none, tied copies are checked; everything else left over, missing or of the wrong shape
+raises one error listing the keys and the fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import re
+import shutil
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from bertlab.model.config import BertConfig
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
+
+ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+# Buffers older transformers versions saved; they carry no learned state.
+LEGACY_BUFFERS = re.compile(r"(^|\.)embeddings\.(position_ids|token_type_ids)$")
+# Tied copies: the decoder shares the word embeddings, its bias is `cls.predictions.bias`.
+TIED = {
+    "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the model, with what to do about it."""
+
+
+def resolve(path: str | Path) -> Path:
+    """A local folder as is; otherwise a hub name downloaded to the local cache (needs internet)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or str(path).startswith((".", "/", "~")):
+        raise CheckpointError(f"{path}: not a checkpoint folder; pass a folder with config.json and weights")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
+        )
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: no such local folder and the hub could not provide it ({type(err).__name__}); "
+            "pass a local transformers-format folder (config.json + model.safetensors)"
+        ) from err
+
+
+def read_config(folder: Path) -> BertConfig:
+    """BertConfig from `folder/config.json`."""
+    file = folder / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing; a transformers-format BERT folder needs config.json")
+    values = json.loads(file.read_text(encoding="utf-8"))
+    if values.get("model_type", "bert") != "bert":
+        raise CheckpointError(
+            f"{file}: model_type is {values['model_type']!r}, not 'bert'; use a BERT checkpoint"
+        )
+    return BertConfig.from_dict(values)
+
+
+def _read_one(file: Path) -> dict[str, Tensor]:
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(file))
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def read_state_dict(folder: Path) -> dict[str, Tensor]:
+    """All tensors of a folder: model.safetensors, pytorch_model.bin, or their sharded index files."""
+    for name in WEIGHT_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        if name.endswith(".index.json"):
+            shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
+            out: dict[str, Tensor] = {}
+            for shard in shards:
+                out.update(_read_one(folder / shard))
+            return out
+        return _read_one(file)
+    raise CheckpointError(f"{folder}: no weights ({', '.join(WEIGHT_FILES)}); save the model there first")
+
+
+def _rename_legacy(key: str) -> str:
+    """TF-era LayerNorm names (gamma/beta) to weight/bias."""
+    return re.sub(
+        r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", key)
+    )
+
+
+def map_keys(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], list[str]]:
+    """Map a checkpoint's keys onto `model`'s names; returns (mapped state, keys dropped by name)."""
+    expects_prefix = any(k.startswith("bert.") for k in model.state_dict())
+    has_heads_module = hasattr(model, "cls")
+    mapped: dict[str, Tensor] = {}
+    dropped: list[str] = []
+    for key, value in state.items():
+        key = _rename_legacy(key)
+        if LEGACY_BUFFERS.search(key):
+            dropped.append(key)
+            continue
+        if expects_prefix and key.startswith(ENCODER_PREFIXES):
+            key = "bert." + key
+        elif not expects_prefix and key.startswith("bert."):
+            key = key[len("bert.") :]
+        if key.startswith("cls.") and not has_heads_module:
+            dropped.append(key)  # pre-training heads; the fine-tuning model starts its own head
+            continue
+        mapped[key] = value
+    for alias, target in TIED.items():
+        if alias in mapped:
+            if target in mapped and not torch.equal(mapped[alias], mapped[target]):
+                raise CheckpointError(f"checkpoint has an untied {alias}; BERT ties it to {target}")
+            mapped.pop(alias)
+    return mapped, dropped
+
+
+def load_state(
+    model: nn.Module, state: dict[str, Tensor], new_heads: bool = False, source: str = "checkpoint"
+) -> list[str]:
+    """Copy `state` into `model` strictly; with new_heads, missing non-encoder keys stay freshly initialised.
+
+    Returns the keys left at their initial values.
+    """
+    mapped, dropped = map_keys(state, model)
+    if dropped:
+        log.info("%s: dropped by name %s", source, sorted(dropped))
+    own = {k: v for k, v in model.state_dict().items() if k not in TIED}
+    missing = sorted(set(own) - set(mapped))
+    unexpected = sorted(set(mapped) - set(own))
+    shapes = [
+        f"{k} {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(mapped))
+        if mapped[k].shape != own[k].shape
+    ]
+    encoder_missing = [k for k in missing if k.removeprefix("bert.").startswith(("embeddings.", "encoder."))]
+    allowed = [k for k in missing if k not in encoder_missing] if new_heads else []
+    problems = []
+    if shapes:
+        problems.append(f"shape mismatch: {shapes[:6]}{' …' if len(shapes) > 6 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys: {unexpected[:8]}{' …' if len(unexpected) > 8 else ''}")
+    if [k for k in missing if k not in allowed]:
+        rest = [k for k in missing if k not in allowed]
+        hint = (
+            ""
+            if new_heads or encoder_missing
+            else " (no pooler in the checkpoint? pass add_pooling_layer=False; heads to train? new_heads=True)"
+        )
+        problems.append(f"missing keys: {rest[:8]}{' …' if len(rest) > 8 else ''}{hint}")
+    if problems:
+        raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    with torch.no_grad():
+        for key, value in mapped.items():
+            own[key].copy_(value)
+    if allowed:
+        log.warning("%s: newly initialised (not in the checkpoint): %s", source, allowed)
+    return allowed
+
+
+def load_pretrained(
+    cls: type[M],
+    path: str | Path,
+    new_heads: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+    **init_kwargs: Any,
+) -> M:
+    """Build `cls` with the folder's config and load its weights strictly (see `load_state`)."""
+    folder = resolve(path)
+    config = read_config(folder)
+    for key, value in (config_overrides or {}).items():
+        if not hasattr(config, key):
+            raise CheckpointError(f"config override {key!r} is not a BertConfig field")
+        setattr(config, key, value)
+    config.__post_init__()
+    accepted = inspect.signature(cls.__init__).parameters
+    unknown = [k for k in init_kwargs if k not in accepted]
+    if unknown:
+        raise TypeError(f"{cls.__name__} does not take {unknown}")
+    model = cls(config, **init_kwargs)
+    load_state(model, read_state_dict(folder), new_heads=new_heads, source=str(folder))
+    return model
+
+
+def export_state(model: nn.Module) -> dict[str, Tensor]:
+    """State dict as transformers saves it: tied copies left out, tensors contiguous, on CPU."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in TIED}
+
+
+def save_pretrained(
+    model: nn.Module, path: str | Path, vocab_file: str | Path | None = None, lowercase: bool = True
+) -> Path:
+    """Write config.json + model.safetensors (+ vocab.txt, tokenizer_config.json) for transformers."""
+    from safetensors.torch import save_file
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    config: BertConfig = model.config  # type: ignore[assignment]
+    values = config.to_dict() | {"architectures": [type(model).__name__], "tie_word_embeddings": True}
+    if hasattr(model, "num_labels"):
+        n = int(model.num_labels)  # type: ignore[arg-type]
+        values |= {
+            "id2label": {str(i): f"LABEL_{i}" for i in range(n)},
+            "label2id": {f"LABEL_{i}": i for i in range(n)},
+        }
+    (out / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    save_file(export_state(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    if vocab_file is not None:
+        shutil.copyfile(vocab_file, out / "vocab.txt")
+        tok_cfg = {
+            "do_lower_case": lowercase,
+            "tokenizer_class": "BertTokenizer",
+            "model_max_length": config.max_position_embeddings,
+        }
+        (out / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n", encoding="utf-8")
+    return out

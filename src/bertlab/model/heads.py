@@ -1,0 +1,164 @@
+"""Task heads over the shared encoder. Each returns logits only; losses live in the LightningModules.
+
+Attribute names follow transformers (`bert`, `cls.predictions`, `classifier`, `qa_outputs`) so
+fine-tuned and pre-trained checkpoints load strictly in both directions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from bertlab.model.bert import BertModel, PreTrainedMixin, activation, init_weights
+from bertlab.model.config import BertConfig
+
+
+class BertPredictionHeadTransform(nn.Module):
+    """dense -> activation -> LayerNorm, `(..., H)` -> `(..., H)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = activation(config.hidden_act)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.LayerNorm(self.transform_act_fn(self.dense(x)))
+
+
+class BertLMPredictionHead(nn.Module):
+    """MLM head: transform, then the decoder tied to the word embeddings plus its own bias: `(..., V)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.transform = BertPredictionHeadTransform(config)
+        self.decoder = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.decoder.bias = self.bias  # transformers' layout: one bias under both names
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decoder(self.transform(x))
+
+
+class BertPreTrainingHeads(nn.Module):
+    """MLM predictions and the NSP classifier."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+        self.seq_relationship = nn.Linear(config.hidden_size, 2)
+
+
+class BertForPreTraining(PreTrainedMixin, nn.Module):
+    """Encoder + MLM + NSP heads: returns (mlm logits, nsp logits `(B, 2)`)."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = BertPreTrainingHeads(config)
+        self.cls.apply(lambda m: init_weights(m, config.initializer_range))
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the decoder matrix with the input word embeddings (the paper's tied softmax)."""
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        masked_positions: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """ids `(B, T)`; masked_positions bool `(B, T)` -> MLM logits `(M, V)` for those positions in
+        row-major order (what `labels[masked_positions]` gives), else `(B, T, V)`; NSP logits `(B, 2)`.
+
+        Projecting only the masked ~15% to the vocabulary is most of the saving in a small model.
+        """
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        hidden = out.last_hidden_state
+        if masked_positions is not None:
+            hidden = hidden[masked_positions]  # (M, H)
+        return self.cls.predictions(hidden), self.cls.seq_relationship(out.pooler_output)
+
+
+class _EncoderWithHead(PreTrainedMixin, nn.Module):
+    """Shared set-up of the fine-tuning models: `bert`, a dropout and a freshly initialised head."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=add_pooling_layer)
+        p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+
+
+class BertForSequenceClassification(_EncoderWithHead):
+    """Pooled [CLS] -> dropout -> linear: `(B, T)` -> `(B, num_labels)` (num_labels 1 = regression)."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 2) -> None:
+        super().__init__(config)
+        self.num_labels = num_labels
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        return self.classifier(self.dropout(pooled))
+
+
+class BertForTokenClassification(_EncoderWithHead):
+    """Per-token tags: `(B, T)` -> `(B, T, num_labels)`."""
+
+    def __init__(self, config: BertConfig, num_labels: int = 9) -> None:
+        super().__init__(config, add_pooling_layer=False)
+        self.num_labels = num_labels
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        return self.classifier(self.dropout(hidden))
+
+
+class BertForQuestionAnswering(PreTrainedMixin, nn.Module):
+    """Span extraction: `(B, T)` -> start and end logits, each `(B, T)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        init_weights(self.qa_outputs, config.initializer_range)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        start, end = self.qa_outputs(hidden).unbind(-1)
+        return start, end
+
+
+class BertForMultipleChoice(_EncoderWithHead):
+    """Choices scored by pooled [CLS] -> linear(H, 1): `(B, C, T)` -> `(B, C)`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__(config)
+        self.classifier = nn.Linear(config.hidden_size, 1)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        batch, choices, length = input_ids.shape
+        flat = [
+            None if t is None else t.reshape(batch * choices, length)
+            for t in (input_ids, attention_mask, token_type_ids)
+        ]
+        pooled = self.bert(flat[0], flat[1], flat[2]).pooler_output  # (B*C, H)
+        return self.classifier(self.dropout(pooled)).view(batch, choices)
