@@ -1,0 +1,321 @@
+"""SWAG multiple choice (Zellers et al., 2018): readers for the official csv files and the hub, DataModule.
+
+As in the paper (section 4.4), each of the four endings makes one sequence
+`[CLS] sent1 [SEP] sent2 + " " + ending [SEP]` (the context, then the start phrase joined to the ending),
+truncated longest-first to `max_seq_length`. The official `train.csv`/`val.csv` header is
+`,video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label` (a leading
+unnamed index column); `test.csv` has no `label`. Columns are found by name, so files without the index
+column read as well.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from tokenizers import Tokenizer
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from bertlab.data.errors import DataError
+from bertlab.data.tokenizer import load_tokenizer, special_ids
+
+NUM_CHOICES = 4
+ENDINGS: tuple[str, ...] = tuple(f"ending{i}" for i in range(NUM_CHOICES))
+REQUIRED_COLUMNS: tuple[str, ...] = ("sent1", "sent2", *ENDINGS)
+OFFICIAL_HEADER = (
+    ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label"
+)
+HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SwagExample:
+    """One question: context (`sent1`), start phrase (`sent2`), four endings, the right one's index or None."""
+
+    context: str
+    start: str
+    endings: tuple[str, ...]
+    label: int | None
+    id: str = ""
+    line: int | None = None
+
+
+def _label(text: str, path: str | Path, line: int | None) -> int:
+    """Parse a gold label, which must be 0-3, or raise DataError naming the file and line."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < NUM_CHOICES:
+        raise DataError(
+            path, f"label {text!r} is not one of 0-3", "fix the label column of this row", line=line
+        )
+    return value
+
+
+def read_swag_csv(path: str | Path) -> list[SwagExample]:
+    """Read an official SWAG csv (train.csv, val.csv or the unlabelled test.csv)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found", "pass the path of SWAG's train.csv, val.csv or test.csv")
+    examples = []
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataError(path, "empty file", f"expected the header {OFFICIAL_HEADER}")
+        column = {name.strip(): i for i, name in enumerate(header)}
+        missing = [c for c in REQUIRED_COLUMNS if c not in column]
+        if missing:
+            raise DataError(
+                path, f"header lacks columns {missing}", f"use the header {OFFICIAL_HEADER}", line=1
+            )
+        key = column.get("fold-ind", column.get("video-id"))
+        for row in reader:
+            line = reader.line_num  # the row's last line: rows may hold quoted newlines
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise DataError(
+                    path,
+                    f"row has {len(row)} columns but the header has {len(header)}",
+                    "quote fields that contain commas and give every column",
+                    line=line,
+                )
+            label = _label(row[column["label"]], path, line) if "label" in column else None
+            examples.append(
+                SwagExample(
+                    context=row[column["sent1"]],
+                    start=row[column["sent2"]],
+                    endings=tuple(row[column[e]] for e in ENDINGS),
+                    label=label,
+                    id=row[key] if key is not None else str(len(examples)),
+                    line=line,
+                )
+            )
+    if not examples:
+        raise DataError(path, "no examples found", "pass a SWAG csv with rows under its header")
+    return examples
+
+
+def load_hub_swag(hub_name: str, split: str) -> list[SwagExample]:
+    """Read a split ("train", "val", "test") of `allenai/swag` (config "regular") via `datasets`.
+
+    The hub's test split marks its missing labels -1; they become None.
+    """
+    try:
+        import datasets
+
+        data = datasets.load_dataset(hub_name, "regular", split=HUB_SPLITS[split])
+    except Exception as err:  # the hub client raises many types, all meaning "not available"
+        reason = str(err).splitlines()[0][:200] if str(err) else ""
+        raise DataError(
+            hub_name,
+            f"could not load the {split!r} split from the Hugging Face hub ({type(err).__name__}: {reason})",
+            "pass local SWAG csv files as train_file/val_file/test_file, or check the connection",
+        ) from err
+    where = f"{hub_name}[{HUB_SPLITS[split]}]"
+    examples = []
+    for i, row in enumerate(data):
+        label = row.get("label", -1)
+        examples.append(
+            SwagExample(
+                context=row["sent1"],
+                start=row["sent2"],
+                endings=tuple(row[e] for e in ENDINGS),
+                label=None if label in (-1, None) else _label(str(label), where, i),
+                id=str(row.get("fold-ind", i)),
+                line=None,
+            )
+        )
+    return examples
+
+
+def encode_swag(
+    examples: Sequence[SwagExample], tokenizer: Tokenizer, max_seq_length: int = 128
+) -> list[tuple[list[list[int]], list[list[int]]]]:
+    """Per example, the four choices' input ids and token type ids, each `(4, T_i)` with `T_i <= max_seq_length`."""
+    if max_seq_length < 4:
+        raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
+    tok = Tokenizer.from_str(tokenizer.to_str())
+    # a tokenizer.json may carry its own padding and truncation settings: use ours
+    tok.no_padding()
+    tok.enable_truncation(max_seq_length, strategy="longest_first")
+    pairs = [(ex.context, f"{ex.start} {ending}".strip()) for ex in examples for ending in ex.endings]
+    encodings = tok.encode_batch(pairs)
+    out = []
+    for i in range(len(examples)):
+        choices = encodings[i * NUM_CHOICES : (i + 1) * NUM_CHOICES]
+        out.append(([list(e.ids) for e in choices], [list(e.type_ids) for e in choices]))
+    return out
+
+
+class _SwagDataset(Dataset):
+    """Encoded examples with their index in the split."""
+
+    def __init__(
+        self, encoded: Sequence[tuple[list[list[int]], list[list[int]]]], labels: Sequence[int | None]
+    ) -> None:
+        self.encoded, self.labels = encoded, labels
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def __getitem__(self, index: int) -> tuple[int, list[list[int]], list[list[int]], int | None]:
+        ids, types = self.encoded[index]
+        return index, ids, types, self.labels[index]
+
+
+def collate_swag(
+    items: Sequence[tuple[int, list[list[int]], list[list[int]], int | None]], pad_id: int
+) -> dict[str, Tensor]:
+    """Pad a batch: input_ids, token_type_ids, attention_mask `(B, 4, T)`, labels `(B,)` when all known, idx `(B,)`."""
+    width = max(len(choice) for _, ids, _, _ in items for choice in ids)
+    shape = (len(items), NUM_CHOICES, width)
+    input_ids = torch.full(shape, pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros(shape, dtype=torch.long)
+    attention_mask = torch.zeros(shape, dtype=torch.long)
+    for b, (_, ids, types, _) in enumerate(items):
+        for c in range(NUM_CHOICES):
+            n = len(ids[c])
+            input_ids[b, c, :n] = torch.tensor(ids[c])
+            token_type_ids[b, c, :n] = torch.tensor(types[c])
+            attention_mask[b, c, :n] = 1
+    batch = {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "idx": torch.tensor([i for i, _, _, _ in items], dtype=torch.long),
+    }
+    labels = [label for _, _, _, label in items]
+    if all(label is not None for label in labels):
+        batch["labels"] = torch.tensor(labels, dtype=torch.long)
+    return batch
+
+
+class SWAGDataModule(L.LightningDataModule):
+    """SWAG from the official csv files or `allenai/swag`; batches of `(B, 4, T)` choices.
+
+    Keys: input_ids, token_type_ids, attention_mask `(B, 4, T)`, idx `(B,)` (index in the split's
+    example list) and labels `(B,)`, all long. `labels` is absent from batches of unlabelled examples:
+    the official test.csv (and the hub's test split) have none.
+    """
+
+    def __init__(
+        self,
+        *,
+        train_file: str | Path | None = None,
+        val_file: str | Path | None = None,
+        test_file: str | Path | None = None,
+        hub_name: str | None = None,
+        tokenizer: str | Path | Tokenizer,
+        max_seq_length: int = 128,
+        batch_size: int = 16,
+        eval_batch_size: int = 32,
+        num_workers: int = 0,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+    ) -> None:
+        super().__init__()
+        if max_seq_length < 4:
+            raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
+        self.files: dict[str, Path | None] = {
+            "train": None if train_file is None else Path(train_file),
+            "val": None if val_file is None else Path(val_file),
+            "test": None if test_file is None else Path(test_file),
+        }
+        self.hub_name = hub_name
+        self._tokenizer_source = tokenizer
+        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
+        self.max_seq_length = max_seq_length
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.max_examples = {"train": max_train_examples, "val": max_eval_examples, "test": max_eval_examples}
+        self.num_choices = NUM_CHOICES
+        self.examples: dict[str, list[SwagExample]] = {}
+        self._encoded: dict[str, list[tuple[list[list[int]], list[list[int]]]]] = {}
+        # plain values only, so checkpoints load under torch's weights_only default
+        self.save_hyperparameters(
+            {
+                "train_file": None if train_file is None else str(train_file),
+                "val_file": None if val_file is None else str(val_file),
+                "test_file": None if test_file is None else str(test_file),
+                "hub_name": hub_name,
+                "tokenizer": None if isinstance(tokenizer, Tokenizer) else str(tokenizer),
+                "max_seq_length": max_seq_length,
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "max_train_examples": max_train_examples,
+                "max_eval_examples": max_eval_examples,
+            }
+        )
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The WordPiece tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._tokenizer_source)
+        return self._tokenizer
+
+    def _read(self, split: str) -> list[SwagExample] | None:
+        """Examples of one split from its file, else from the hub, else None."""
+        path = self.files[split]
+        if path is not None:
+            return read_swag_csv(path)
+        if self.hub_name is not None:
+            return load_hub_swag(self.hub_name, split)
+        return None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and encode the splits `stage` needs (all available ones when None)."""
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in wanted.get(stage or "", SPLITS):
+            if split in self.examples:
+                continue
+            examples = self._read(split)
+            if examples is None:
+                continue
+            limit = self.max_examples[split]
+            if limit is not None:
+                examples = examples[:limit]
+            self.examples[split] = examples
+            self._encoded[split] = encode_swag(examples, self.tokenizer, self.max_seq_length)
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        """A loader over one split that pads each batch to its longest choice."""
+        if split not in self.examples:
+            raise RuntimeError(
+                f"split {split!r} is not loaded: pass {split}_file (or hub_name) and call setup()"
+            )
+        return DataLoader(
+            _SwagDataset(self._encoded[split], [ex.label for ex in self.examples[split]]),
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            collate_fn=functools.partial(collate_swag, pad_id=special_ids(self.tokenizer)["pad"]),
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches in file order."""
+        return self._loader("val", self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches in file order."""
+        return self._loader("test", self.eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The test split, for `trainer.predict`."""
+        return self._loader("test", self.eval_batch_size, shuffle=False)
