@@ -109,6 +109,23 @@ class BertTask(L.LightningModule):
         scheduler = self.scheduler_factory(optimizer, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def configure_gradient_clipping(
+        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip the global gradient norm (1.0 as the original BERT), also for fused optimizers.
+
+        Lightning refuses clipping with fused AdamW because of fp16 loss scaling; bf16 and fp32 have no
+        scaler, so the gradients are already true and clipping them here is exact.
+        """
+        if not gradient_clip_val:
+            return
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+
     def encoder_layers(self) -> Iterator[nn.Module]:
         """The Transformer layers, the unit FSDP shards by."""
         yield from self.model.bert.encoder.layer  # type: ignore[union-attr]
