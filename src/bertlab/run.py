@@ -125,7 +125,7 @@ def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.Lightn
     target = get_class(cfg.task.module._target_)
     params = inspect.signature(target.__init__).parameters
     extra: dict[str, Any] = {}
-    for name in ("num_labels", "label_names"):
+    for name in ("num_labels", "label_names", "val_split_names"):
         if name in params and hasattr(datamodule, name):
             extra[name] = getattr(datamodule, name)
     return instantiate(
