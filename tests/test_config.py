@@ -36,7 +36,7 @@ def test_every_model_hardware_logger_composes(tmp_path: Path, model: str, hardwa
     assert {"gpu": "gpu", "cpu": "cpu"}.get(hardware, "auto") == cfg.trainer.accelerator
     if hardware == "fsdp":
         strategy = instantiate(cfg.trainer.strategy)
-        assert type(strategy).__name__ == "ModelParallelStrategy"
+        assert type(strategy).__name__ == "FSDP2Strategy"
     assert set(cfg.logger or {}) == ({"wandb"} if logger == "wandb" else {"csv"} if logger == "csv" else set())
 
 

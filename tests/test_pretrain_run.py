@@ -81,7 +81,7 @@ def test_wrong_vocab_size_is_a_clear_error(tmp_path: Path, minilm_dir: Path) -> 
 def test_ddp_two_cpu_processes_run_steps(shared_data: Path, tmp_path: Path) -> None:
     """hardware=ddp on CPU: Lightning relaunches train.py per rank; gloo all-reduces the gradients."""
     run = tmp_path / "ddp"
-    args = [*wiki_overrides(shared_data, 80), "hardware=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+    args = [*wiki_overrides(shared_data, 80), "hardware=ddp", "hardware.accelerator=cpu", "hardware.devices=2",
             "trainer.max_steps=3", "trainer.val_check_interval=3", "export=false", f"hydra.run.dir={run}",
             f"paths.cache_dir={tmp_path / 'cache'}"]
     env = os.environ | {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
