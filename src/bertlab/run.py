@@ -146,17 +146,11 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 def export(module: L.LightningModule, out: Path, vocab: str | None, lowercase: bool) -> Path:
     """Write the transformers-format folder (collective under FSDP: every rank gathers, rank 0 writes)."""
-    from safetensors.torch import save_file
-
     from bertlab.model.convert import save_pretrained
 
-    model = module.model
-    state = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v) for k, v in model.state_dict().items()}
+    state = export_state(module.model)
     if module.trainer.is_global_zero:
-        save_pretrained(model, out, vocab_file=vocab, lowercase=lowercase)
-        if any(hasattr(v, "full_tensor") for v in model.state_dict().values()):
-            gathered = {k: v.detach().cpu().contiguous() for k, v in state.items() if k in export_state(model)}
-            save_file(gathered, str(out / "model.safetensors"), metadata={"format": "pt"})
+        save_pretrained(module.model, out, vocab_file=vocab, lowercase=lowercase, state=state)
     return out
 
 

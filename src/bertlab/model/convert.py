@@ -202,14 +202,31 @@ def load_pretrained(
 
 
 def export_state(model: nn.Module) -> dict[str, Tensor]:
-    """State dict as transformers saves it: tied copies left out, tensors contiguous, on CPU."""
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if k not in TIED}
+    """State dict as transformers saves it: tied copies left out, tensors whole, contiguous, on CPU.
+
+    Sharded (FSDP2 DTensor) parameters are gathered: a collective, so every rank must call this.
+    """
+    out = {}
+    for key, value in model.state_dict().items():
+        if key in TIED:
+            continue
+        if hasattr(value, "full_tensor"):
+            value = value.full_tensor()
+        out[key] = value.detach().cpu().contiguous()
+    return out
 
 
 def save_pretrained(
-    model: nn.Module, path: str | Path, vocab_file: str | Path | None = None, lowercase: bool = True
+    model: nn.Module,
+    path: str | Path,
+    vocab_file: str | Path | None = None,
+    lowercase: bool = True,
+    state: dict[str, Tensor] | None = None,
 ) -> Path:
-    """Write config.json + model.safetensors (+ vocab.txt, tokenizer_config.json) for transformers."""
+    """Write config.json + model.safetensors (+ vocab.txt, tokenizer_config.json) for transformers.
+
+    `state` is `export_state(model)` when the caller already gathered it (sharded training).
+    """
     from safetensors.torch import save_file
 
     out = Path(path)
@@ -223,7 +240,8 @@ def save_pretrained(
             "label2id": {f"LABEL_{i}": i for i in range(n)},
         }
     (out / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    save_file(export_state(model), str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = state if state is not None else export_state(model)
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     if vocab_file is not None:
         shutil.copyfile(vocab_file, out / "vocab.txt")
         tok_cfg = {
