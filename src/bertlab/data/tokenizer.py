@@ -47,14 +47,13 @@ def from_vocab(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
         raise TokenizerError(f"{path}: vocabulary file not found; pass the path of a BERT vocab.txt")
     vocab: dict[str, int] = {}
     with path.open(encoding="utf-8") as f:
-        for line in f:
+        for index, line in enumerate(f):
             token = line.rstrip("\n").rstrip("\r")
-            if token and token not in vocab:
-                vocab[token] = len(vocab)
-            elif token in vocab:
-                # keep ids aligned with line numbers even for duplicates, as BertTokenizer does
-                vocab[f"{token}\u0000dup{len(vocab)}"] = len(vocab)
-    if not vocab:
+            if token in vocab:
+                # ids stay line numbers and the last duplicate wins, as BertTokenizer's load_vocab
+                vocab[f"{token}\u0000dup{vocab[token]}"] = vocab[token]
+            vocab[token] = index
+    if not any(t.strip() for t in vocab):
         raise TokenizerError(f"{path}: vocabulary file is empty; pass the path of a BERT vocab.txt")
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     return _finish(tok, lowercase)
@@ -69,12 +68,25 @@ def _lowercase_from_config(folder: Path) -> bool | None:
     return None
 
 
+def _neutral(tok: Tokenizer) -> Tokenizer:
+    """Switch off padding and truncation a tokenizer.json saved (MiniLM pads to 128), as transformers does."""
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
 def load_tokenizer(source: str | Path, lowercase: bool | None = None) -> Tokenizer:
     """Load a tokenizer from a folder (tokenizer.json or vocab.txt), a file, or a Hugging Face hub name.
 
     `lowercase=None` keeps what the files say (tokenizer.json's normalizer, or tokenizer_config.json's
-    `do_lower_case`), defaulting to uncased as the paper's released models.
+    `do_lower_case`), defaulting to uncased as the paper's released models. Padding and truncation that a
+    tokenizer.json carries are switched off: callers pad and truncate themselves, as with transformers.
     """
+    return _neutral(_load(source, lowercase))
+
+
+def _load(source: str | Path, lowercase: bool | None) -> Tokenizer:
+    """`load_tokenizer` before padding and truncation are switched off."""
     path = Path(source)
     if path.is_dir():
         lc = lowercase if lowercase is not None else _lowercase_from_config(path)
@@ -84,18 +96,22 @@ def load_tokenizer(source: str | Path, lowercase: bool | None = None) -> Tokeniz
             return from_vocab(path / "vocab.txt", True if lc is None else lc)
         if (path / "tokenizer.json").is_file():
             return _finish(Tokenizer.from_file(str(path / "tokenizer.json")), bool(lowercase))
-        raise TokenizerError(f"{path}: no vocab.txt or tokenizer.json in this folder; train one with "
-                             "bertlab.data.tokenizer.train_wordpiece or point at a BERT checkpoint folder")
+        raise TokenizerError(
+            f"{path}: no vocab.txt or tokenizer.json in this folder; train one with "
+            "bertlab.data.tokenizer.train_wordpiece or point at a BERT checkpoint folder"
+        )
     if path.is_file():
         if path.suffix == ".json":
             tok = Tokenizer.from_file(str(path))
             return tok if lowercase is None else _finish(tok, lowercase)
         return from_vocab(path, True if lowercase is None else lowercase)
     if str(source).startswith((".", "/", "~")) or path.suffix in {".txt", ".json"}:
-        raise TokenizerError(f"{path}: file not found; pass a vocab.txt, a tokenizer.json or a folder holding one")
+        raise TokenizerError(
+            f"{path}: file not found; pass a vocab.txt, a tokenizer.json or a folder holding one"
+        )
     try:  # a hub name, for users with internet
         return Tokenizer.from_pretrained(str(source))
-    except Exception as err:  # noqa: BLE001 - the hub client raises many types
+    except Exception as err:  # the hub client raises many types
         raise TokenizerError(
             f"{source}: not a local file or folder, and the hub could not provide it ({type(err).__name__}); "
             "pass a local vocab.txt / tokenizer.json path"
@@ -107,10 +123,12 @@ def train_wordpiece(
     vocab_size: int = 30522,
     lowercase: bool = True,
     out_dir: str | Path | None = None,
-    texts: Iterable[str] | None = None,
+    texts: Iterable[str] | Iterable[list[str]] | None = None,
     min_frequency: int = 2,
 ) -> Tokenizer:
-    """Train a BERT WordPiece vocabulary on text files (or an iterator of texts); save vocab.txt if asked.
+    """Train a BERT WordPiece vocabulary on text files (or an iterator of texts or batches of texts).
+
+    Saves vocab.txt and tokenizer.json into `out_dir` when given.
 
     The five special tokens take ids 0-4 ([PAD]=0 as BERT's embeddings expect).
     """
