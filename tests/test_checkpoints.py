@@ -87,3 +87,13 @@ def test_missing_folder_and_weights_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="config.json"):
         BertModel.from_pretrained(str(tmp_path / "empty"))
+
+
+def test_pooler_dropped_for_token_level_heads(tmp_path: Path) -> None:
+    """A checkpoint with pooler loads into NER/QA models, which have none (as transformers does)."""
+    from bertlab.model import BertForQuestionAnswering, BertForTokenClassification
+
+    BertModel(tiny_config()).save_pretrained(str(tmp_path / "m"))
+    ner = BertForTokenClassification.from_pretrained(str(tmp_path / "m"), new_heads=True, num_labels=5)
+    qa = BertForQuestionAnswering.from_pretrained(str(tmp_path / "m"), new_heads=True)
+    assert ner.bert.pooler is None and qa.bert.pooler is None

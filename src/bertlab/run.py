@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -55,7 +57,8 @@ def set_environment(cfg: DictConfig) -> None:
 
 
 def read_back_checkpoint(cfg: DictConfig) -> None:
-    """mode=test/predict with ckpt=: take model, task and data from the checkpoint; CLI `data.*` wins."""
+    """mode=test/predict with ckpt=: take model, task and data from the checkpoint; CLI `data.*` and
+    `task.module.*` overrides win (another test file, another null threshold)."""
     path = Path(cfg.ckpt)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found; pass ckpt= the .ckpt of a fine-tuning run")
@@ -68,9 +71,10 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
         if cfg.get("tokenizer") is None:
             cfg.tokenizer = stored.get("tokenizer")
         for override in task_overrides():
-            key, _, value = override.lstrip("+~").partition("=")
-            if key.startswith("data."):
-                OmegaConf.update(cfg, key, OmegaConf.create({"v": value}).v if value else None, merge=True)
+            if override.lstrip("+~").startswith("data."):
+                # typed as Hydra types the command line (256 -> int, null -> None), not kept as a string
+                parsed = OverridesParser.create().parse_override(override)
+                OmegaConf.update(cfg, parsed.key_or_group, None if parsed.is_delete() else parsed.value(), merge=True)
         cfg.pretrained = None  # the checkpoint's own weights are loaded below
 
 
@@ -141,6 +145,8 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Trainer from cfg.trainer (hardware presets write there), loggers and callbacks."""
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    if not loggers:  # LearningRateMonitor refuses a Trainer without a logger; metrics.json still has the rest
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, _convert_="all")
 
 

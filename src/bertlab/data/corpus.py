@@ -210,12 +210,43 @@ def _rst_sections(text: str) -> Iterator[list[str]]:
         yield doc
 
 
+# test suites, demos and vendored code are not prose worth learning from
+_STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo", "__pycache__"}
+
+
+def stdlib_documents(min_chars: int = 200) -> Iterator[list[str]]:
+    """Docstrings of the standard library's modules, one document per module (parsed with ast, never imported)."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    for file in sorted(root.rglob("*.py")):
+        if _STDLIB_SKIP.intersection(file.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(file.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        texts = [
+            doc
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and (doc := ast.get_docstring(node)) is not None
+            and len(doc) >= min_chars
+        ]
+        doc_sentences = [s for text in texts for section in _rst_sections(text) for s in section]
+        if doc_sentences:
+            yield doc_sentences
+
+
 def pydoc_documents() -> Iterator[list[str]]:
-    """Documents of Python's bundled documentation topics (`pydoc_data.topics`): one per section."""
+    """Python's own documentation, on every machine: the pydoc topics (one document per section), then
+    the standard library's docstrings (one document per module), about 1.7 MB of English in all."""
     from pydoc_data.topics import topics
 
     for key in sorted(topics):
         yield from _rst_sections(topics[key])
+    yield from stdlib_documents()
 
 
 def hub_documents(

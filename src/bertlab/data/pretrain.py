@@ -312,6 +312,7 @@ class PretrainDataModule(LightningDataModule):
         self,
         corpus: str = "pydoc",
         format: str = "auto",
+        path: str | Path | None = None,
         text_field: str = "text",
         split: str = "train",
         tokenizer: str | Path | Tokenizer | None = None,
@@ -350,7 +351,9 @@ class PretrainDataModule(LightningDataModule):
         if dupe_factor < 1 or batch_size < 1 or num_proc < 1 or shard_docs < 2:
             raise ValueError("dupe_factor, batch_size and num_proc must be >= 1, shard_docs >= 2")
         self.save_hyperparameters(ignore=["tokenizer"], logger=False)
-        self.corpus, self.format, self.text_field, self.split = str(corpus), format, text_field, split
+        # `path` is the config-friendly name of a local corpus (data.path=...); it wins over `corpus`
+        self.corpus = str(path) if path is not None else str(corpus)
+        self.format, self.text_field, self.split = format, text_field, split
         self.vocab_size, self.lowercase = vocab_size, lowercase
         self.max_seq_len, self.short_seq_prob, self.nsp_prob = max_seq_len, short_seq_prob, nsp_prob
         self.mlm_probability, self.mask_token_prob = mlm_probability, mask_token_prob

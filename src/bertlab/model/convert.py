@@ -111,6 +111,7 @@ def map_keys(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tens
     """Map a checkpoint's keys onto `model`'s names; returns (mapped state, keys dropped by name)."""
     expects_prefix = any(k.startswith("bert.") for k in model.state_dict())
     has_heads_module = hasattr(model, "cls")
+    has_pooler = any(k.removeprefix("bert.").startswith("pooler.") for k in model.state_dict())
     mapped: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, value in state.items():
@@ -124,6 +125,9 @@ def map_keys(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tens
             key = key[len("bert.") :]
         if key.startswith("cls.") and not has_heads_module:
             dropped.append(key)  # pre-training heads; the fine-tuning model starts its own head
+            continue
+        if key.removeprefix("bert.").startswith("pooler.") and not has_pooler:
+            dropped.append(key)  # token-level heads (NER, SQuAD) have no pooler, as in transformers
             continue
         mapped[key] = value
     for alias, target in TIED.items():

@@ -1,0 +1,152 @@
+"""SQuAD v1.1 / v2.0 span extraction (section 4.2-4.3): start and end vectors over the final hidden states.
+
+Training is the original `run_squad`: loss = (CE(start) + CE(end)) / 2 over the window's positions, with
+unanswerable windows (v2, or v1 windows that miss the answer) labelled at [CLS]. Evaluation needs every
+window of an example before it can pick that example's answer, so the eval steps only collect logits;
+the epoch end gathers them from every rank, runs the datamodule's `postprocess` and `evaluate`, logs
+`stage/<official key>` (0-100, as the official scripts) and writes `predictions.json` (+ `null_odds.json`
+for v2) into `trainer.default_root_dir`.
+
+DDP: each rank collects its own rows; `gather_objects` hands every rank all of them, and every rank
+scores the same rows (a repeat from the distributed sampler's padding is harmless: `postprocess` keys
+rows by `feature_index`), so the logged values agree without a broadcast. Only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import Optimizer
+
+from bertlab.data.squad_postprocess import write_null_odds, write_predictions
+from bertlab.model.heads import BertForQuestionAnswering
+from bertlab.tasks.base import BertTask
+from bertlab.tasks.ner import gather_objects
+
+log = logging.getLogger(__name__)
+
+# fills the columns a shorter batch lacks when rows of different widths are stacked; postprocess reads
+# only a feature's own positions, so the value never competes, but it must not look like a good logit
+PAD_LOGIT = -1.0e4
+
+# one eval batch, on the CPU: feature_index (B,), start logits (B, T), end logits (B, T)
+Rows = tuple[Tensor, Tensor, Tensor]
+
+
+def pad_cat(rows: list[Tensor], value: float = PAD_LOGIT) -> Tensor:
+    """Stack `(B_i, T_i)` blocks into `(sum B_i, max T_i)`, right-padding the narrower ones with `value`."""
+    width = max(r.shape[1] for r in rows)
+    return torch.cat([F.pad(r, (0, width - r.shape[1]), value=value) for r in rows])
+
+
+def span_loss(
+    start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor
+) -> Tensor:
+    """(CE(start) + CE(end)) / 2 in float32: logits `(B, T)`, positions `(B,)` indexing T."""
+    return (
+        F.cross_entropy(start_logits.float(), start_positions)
+        + F.cross_entropy(end_logits.float(), end_positions)
+    ) / 2
+
+
+class QuestionAnsweringTask(BertTask):
+    """Fine-tunes BertForQuestionAnswering: ids `(B, T)` -> start and end logits, each `(B, T)`."""
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        version: int = 1,
+        n_best_size: int = 20,
+        max_answer_length: int = 30,
+        null_score_diff_threshold: float = 0.0,
+        pretrained: str | None = None,
+        optimizer: Callable[..., Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(model_config, pretrained, optimizer, scheduler)
+        if version not in (1, 2):
+            raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
+        self.version = version
+        self.n_best_size, self.max_answer_length = n_best_size, max_answer_length
+        self.null_score_diff_threshold = null_score_diff_threshold
+        self.model = self.build_model(BertForQuestionAnswering)
+        self.collected: list[Rows] = []
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Start and end logits, each `(B, T)`."""
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        start, end = self(batch)
+        loss = span_loss(start, end, batch["start_positions"], batch["end_positions"])
+        self.log_metrics("train", {"loss": loss}, batch["input_ids"].shape[0], prog_bar=True)
+        return loss
+
+    # -- evaluation ----------------------------------------------------------------------------------
+    def _collect(self, batch: dict[str, Tensor]) -> None:
+        """Keep this batch's logits on the CPU (float32) until the epoch end, by feature index."""
+        start, end = self(batch)
+        self.collected.append(
+            (batch["feature_index"].detach().cpu(), start.detach().float().cpu(), end.detach().float().cpu())
+        )
+
+    def _finish(self, stage: str) -> None:
+        """Gather every rank's rows, pick each question's answer, log the scores and write the files."""
+        rows = [r for part in gather_objects(self.collected) for r in part]  # collective: every rank calls
+        self.collected = []
+        if self.trainer.sanity_checking:  # a few batches only: scores and files would be misleading
+            return
+        if not rows:
+            log.warning("%s epoch had no batches: no SQuAD scores, no predictions.json", stage)
+            return
+        dm = self.trainer.datamodule  # type: ignore[attr-defined]
+        predictions, null_odds = dm.postprocess(
+            stage,  # the datamodule names its splits "val" and "test", as the stages
+            pad_cat([r[1] for r in rows]),
+            pad_cat([r[2] for r in rows]),
+            feature_index=torch.cat([r[0] for r in rows]),
+            n_best_size=self.n_best_size,
+            max_answer_length=self.max_answer_length,
+            null_score_diff_threshold=self.null_score_diff_threshold,
+        )
+        scores = dm.evaluate(stage, predictions, null_odds if self.version == 2 else None)
+        # identical on every rank (same rows, same code), so the all-reduced mean is the value itself
+        self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, sync_dist=True)
+        if self.trainer.is_global_zero:
+            self._write(Path(self.trainer.default_root_dir), predictions, null_odds)
+
+    def _write(self, out: Path, predictions: dict[str, str], null_odds: dict[str, float]) -> None:
+        """Official `predictions.json` ({qid: text}) and, for v2, `null_odds.json` ({qid: float})."""
+        path = write_predictions(predictions, out / "predictions.json")
+        written = [path]
+        if self.version == 2:
+            written.append(write_null_odds(null_odds, out / "null_odds.json"))
+        log.info("wrote %s (%d questions)", ", ".join(map(str, written)), len(predictions))
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        # runs after every validation, so the files left after fit are those of the last one
+        self._finish("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._finish("test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.collected = []  # rows left by an interrupted epoch must not leak into this one
+
+    def on_test_epoch_start(self) -> None:
+        self.collected = []
+
+
+__all__ = ["PAD_LOGIT", "QuestionAnsweringTask", "pad_cat", "span_loss"]

@@ -1,0 +1,112 @@
+"""SWAG multiple choice (section 4.4): each choice's pooled [CLS] -> linear(H, 1), softmax over the 4.
+
+Accuracy is a fraction (0-1), as the GLUE tasks log it. The official test.csv has no labels: testing on
+it logs nothing and `mode=predict` writes `<root>/predictions.csv` (idx, prediction) instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor
+from torch.optim import Optimizer
+from torchmetrics.classification import MulticlassAccuracy
+
+from bertlab.model.heads import BertForMultipleChoice
+from bertlab.tasks.base import BertTask
+from bertlab.tasks.ner import gather_objects
+
+log = logging.getLogger(__name__)
+
+
+class MultipleChoiceTask(BertTask):
+    """Fine-tunes BertForMultipleChoice: ids `(B, C, T)` -> logits `(B, C)`, cross-entropy over the C."""
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        num_choices: int = 4,
+        pretrained: str | None = None,
+        optimizer: Callable[..., Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+    ) -> None:
+        super().__init__(model_config, pretrained, optimizer, scheduler)
+        self.num_choices = num_choices
+        self.model = self.build_model(BertForMultipleChoice)
+        # micro average = plain accuracy; torchmetrics' multiclass default is macro
+        self.val_acc = MulticlassAccuracy(num_classes=num_choices, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_choices, average="micro")
+        self.predicted: dict[int, int] = {}
+
+    def forward(self, batch: dict[str, Tensor]) -> Tensor:
+        """Logits `(B, C)`."""
+        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        if logits.shape[1] != self.num_choices:
+            raise ValueError(
+                f"batch has {logits.shape[1]} choices per example; the task has num_choices="
+                f"{self.num_choices}"
+            )
+        return logits
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        logits = self(batch)
+        loss = F.cross_entropy(logits.float(), batch["labels"])
+        acc = (logits.argmax(-1) == batch["labels"]).float().mean()
+        self.log_metrics("train", {"loss": loss, "acc": acc}, batch["labels"].shape[0], prog_bar=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch: dict[str, Tensor]) -> None:
+        if "labels" not in batch:  # unlabelled (official test.csv): nothing to score
+            return
+        logits = self(batch)
+        self.log_metrics(stage, {"loss": F.cross_entropy(logits.float(), batch["labels"])}, logits.shape[0])
+        (self.val_acc if stage == "val" else self.test_acc).update(logits.argmax(-1), batch["labels"])
+
+    def _log_acc(self, stage: str, metric: MulticlassAccuracy) -> None:
+        """`stage/acc` over the epoch (summed over ranks by torchmetrics), if any batch had labels."""
+        if not metric.update_called:
+            log.warning(
+                "%s split has no labels: no %s/acc (use mode=predict for predictions.csv)", stage, stage
+            )
+            return
+        self.log(f"{stage}/acc", metric.compute(), prog_bar=True)
+        metric.reset()
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("val", batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_acc("val", self.val_acc)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._eval_step("test", batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_acc("test", self.test_acc)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Predicted choice `(B,)`, kept by example index for the file."""
+        preds = self(batch).argmax(-1)
+        self.predicted.update(zip(batch["idx"].tolist(), preds.tolist()))
+        return preds
+
+    def on_predict_epoch_end(self) -> None:
+        """Write `<root>/predictions.csv`: header `idx,prediction`, one row per test example in order."""
+        predicted: dict[int, int] = {}
+        for part in gather_objects(self.predicted):
+            predicted.update(part)
+        self.predicted = {}
+        if not self.trainer.is_global_zero:
+            return
+        path = Path(self.trainer.default_root_dir) / "predictions.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["idx", "prediction"])
+            writer.writerows(sorted(predicted.items()))
+        print(f"wrote {path} ({len(predicted)} rows)")
