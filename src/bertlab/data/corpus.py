@@ -43,6 +43,7 @@ _DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, a.m (the fina
 _CANDIDATE = re.compile(r"[.!?]+[\"'”’»)\]]*\s+|[。！？]+")
 _OPENERS = "\"'“‘«([¿¡"
 _UNDERLINE = re.compile(r"^([*=\-~^\"'`#+])\1{2,}\s*$")
+_TABLE_RULE = re.compile(r"^\s*[=+\-]{2,}(\s+[=+\-]{2,})+\s*$|^\s*\+[=\-+]+\+\s*$")
 
 
 def _is_abbreviation(word: str, next_char: str) -> bool:
@@ -204,6 +205,8 @@ def _rst_sections(text: str) -> Iterator[list[str]]:
             doc = []
             continue
         if block[0][:1].isspace():  # indented: grammar, code or a quoted example, not prose
+            continue
+        if any(_TABLE_RULE.match(line) for line in block):  # an RST table, not sentences
             continue
         doc.extend(split_sentences(" ".join(line.strip() for line in block)))
     if doc:
