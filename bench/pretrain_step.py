@@ -31,21 +31,32 @@ def make_inputs(batch: int, length: int, vocab: int, seed: int = 0) -> dict[str,
     ids = torch.randint(5, vocab, (batch, length), generator=g)
     mask = torch.ones(batch, length, dtype=torch.long)
     for i in range(0, batch, 10):
-        mask[i, int(torch.randint(length // 4, length, (1,), generator=g)):] = 0
+        mask[i, int(torch.randint(length // 4, length, (1,), generator=g)) :] = 0
     types = torch.zeros_like(ids)
-    types[:, length // 2:] = 1
+    types[:, length // 2 :] = 1
     picked = (torch.rand(batch, length, generator=g) < 0.15) & mask.bool()
     picked[:, 0] = False
     labels = torch.where(picked, ids, torch.full_like(ids, -100))
     nsp = torch.randint(0, 2, (batch,), generator=g)
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": types * mask,
-            "mlm_labels": labels, "nsp": nsp}
+    return {
+        "input_ids": ids * mask,
+        "attention_mask": mask,
+        "token_type_ids": types * mask,
+        "mlm_labels": labels,
+        "nsp": nsp,
+    }
 
 
-def reference_step(model: transformers.BertForPreTraining, opt: torch.optim.Optimizer,
-                   b: dict[str, torch.Tensor]) -> float:
-    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b["token_type_ids"],
-                labels=b["mlm_labels"], next_sentence_label=b["nsp"])
+def reference_step(
+    model: transformers.BertForPreTraining, opt: torch.optim.Optimizer, b: dict[str, torch.Tensor]
+) -> float:
+    out = model(
+        input_ids=b["input_ids"],
+        attention_mask=b["attention_mask"],
+        token_type_ids=b["token_type_ids"],
+        labels=b["mlm_labels"],
+        next_sentence_label=b["nsp"],
+    )
     out.loss.backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
@@ -88,8 +99,10 @@ def bench(name: str, batch: int, length: int, steps: int, bf16: bool) -> float:
         t_ref += timed(lambda: reference_step(ref, ref_opt, b), bf16)
         t_ours += timed(lambda: bertlab_step(ours, our_opt, b), bf16)
     ref_tps, our_tps = tokens * steps / t_ref, tokens * steps / t_ours
-    print(f"{name} batch={batch} length={length} {'bf16' if bf16 else 'fp32'}: "
-          f"transformers {ref_tps:,.0f} tokens/s, bertlab {our_tps:,.0f} tokens/s")
+    print(
+        f"{name} batch={batch} length={length} {'bf16' if bf16 else 'fp32'}: "
+        f"transformers {ref_tps:,.0f} tokens/s, bertlab {our_tps:,.0f} tokens/s"
+    )
     return our_tps / ref_tps
 
 
@@ -100,7 +113,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, threads {torch.get_num_threads()}"
+    )
     ratios = {}
     for item in args.configs:
         name, batch = item.split(":")

@@ -85,7 +85,7 @@ def test_missing_folder_and_weights_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not a checkpoint folder"):
         BertModel.from_pretrained(str(tmp_path / "nope"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="config.json"):
+    with pytest.raises(CheckpointError, match=r"config\.json"):
         BertModel.from_pretrained(str(tmp_path / "empty"))
 
 

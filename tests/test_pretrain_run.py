@@ -17,9 +17,18 @@ import transformers
 from bertlab.run import ConfigError, main
 from tests.hydra_helpers import REPO, compose_cfg
 
-SMALL = ["model=bert_tiny", "model.hidden_size=72", "model.num_attention_heads=3", "model.intermediate_size=101",
-         "logger=csv", "data.vocab_size=1500", "data.max_seq_len=64", "data.batch_size=16", "data.val_docs=20",
-         "hardware.precision=32-true"]
+SMALL = [
+    "model=bert_tiny",
+    "model.hidden_size=72",
+    "model.num_attention_heads=3",
+    "model.intermediate_size=101",
+    "logger=csv",
+    "data.vocab_size=1500",
+    "data.max_seq_len=64",
+    "data.batch_size=16",
+    "data.val_docs=20",
+    "hardware.precision=32-true",
+]
 
 
 def wiki_overrides(shared: Path, docs: int = 250) -> list[str]:
@@ -33,8 +42,16 @@ def logged(run: Path, key: str) -> list[float]:
 
 def test_wiki_pretraining_loss_falls_and_export_loads(shared_data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = compose_cfg([*wiki_overrides(shared_data), "trainer.max_steps=40", "trainer.val_check_interval=40",
-                       "task.module.optimizer.lr=5e-3", "trainer.log_every_n_steps=1"], run)
+    cfg = compose_cfg(
+        [
+            *wiki_overrides(shared_data),
+            "trainer.max_steps=40",
+            "trainer.val_check_interval=40",
+            "task.module.optimizer.lr=5e-3",
+            "trainer.log_every_n_steps=1",
+        ],
+        run,
+    )
     metrics = main(cfg)
     losses = logged(run, "train/mlm_loss")
     assert len(losses) == 40
@@ -52,8 +69,12 @@ def test_wiki_pretraining_loss_falls_and_export_loads(shared_data: Path, tmp_pat
     ours = BertForPreTraining.from_pretrained(str(run / "export")).eval()
     ref = transformers.BertForPreTraining.from_pretrained(run / "export").eval()
     tok = transformers.BertTokenizerFast(vocab_file=str(run / "export" / "vocab.txt"))
-    enc = tok(["the river flows north", "it was founded in 1901"], ["a second segment", "b"], padding=True,
-              return_tensors="pt")
+    enc = tok(
+        ["the river flows north", "it was founded in 1901"],
+        ["a second segment", "b"],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         mlm, nsp = ours(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         r = ref(**enc)
@@ -68,9 +89,18 @@ def test_resume_continues_global_step(shared_data: Path, tmp_path: Path) -> None
     ckpt = first / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=True)["global_step"] == 4
     second = tmp_path / "second"
-    main(compose_cfg([*wiki_overrides(shared_data, 80), "trainer.max_steps=7", f"ckpt={ckpt}", "export=false",
-                                  "trainer.log_every_n_steps=1"],
-                     second))
+    main(
+        compose_cfg(
+            [
+                *wiki_overrides(shared_data, 80),
+                "trainer.max_steps=7",
+                f"ckpt={ckpt}",
+                "export=false",
+                "trainer.log_every_n_steps=1",
+            ],
+            second,
+        )
+    )
     resumed = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["global_step"] == 7
     steps = [int(float(s)) for s in logged(second, "step")]
@@ -78,9 +108,19 @@ def test_resume_continues_global_step(shared_data: Path, tmp_path: Path) -> None
 
 
 def test_wrong_vocab_size_is_a_clear_error(tmp_path: Path, minilm_dir: Path) -> None:
-    cfg = compose_cfg(["logger=none", f"tokenizer={minilm_dir / 'vocab.txt'}", "model.vocab_size=1000",
-                       "data.max_docs=30", "data.val_docs=5"], tmp_path / "run")
-    with pytest.raises(ConfigError, match=r"vocab\.txt: vocabulary has 30522 tokens but the model has vocab_size=1000"):
+    cfg = compose_cfg(
+        [
+            "logger=none",
+            f"tokenizer={minilm_dir / 'vocab.txt'}",
+            "model.vocab_size=1000",
+            "data.max_docs=30",
+            "data.val_docs=5",
+        ],
+        tmp_path / "run",
+    )
+    with pytest.raises(
+        ConfigError, match=r"vocab\.txt: vocabulary has 30522 tokens but the model has vocab_size=1000"
+    ):
         main(cfg)
 
 
@@ -88,12 +128,20 @@ def test_wrong_vocab_size_is_a_clear_error(tmp_path: Path, minilm_dir: Path) -> 
 def test_two_cpu_processes_run_steps(shared_data: Path, tmp_path: Path, hardware: str) -> None:
     """hardware=ddp|fsdp on CPU: Lightning relaunches train.py per rank over gloo; FSDP2 shards per layer."""
     run = tmp_path / hardware
-    args = [*wiki_overrides(shared_data, 80), f"hardware={hardware}", "hardware.accelerator=cpu",
-            "hardware.devices=2", "trainer.max_steps=3",
-            "trainer.val_check_interval=null", f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path / 'cache'}"]
+    args = [
+        *wiki_overrides(shared_data, 80),
+        f"hardware={hardware}",
+        "hardware.accelerator=cpu",
+        "hardware.devices=2",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=null",
+        f"hydra.run.dir={run}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
     env = os.environ | {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=400, env=env)
+    proc = subprocess.run(
+        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=400, env=env
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed_backend=gloo" in proc.stderr + proc.stdout
     assert "world_size: 2" in proc.stderr + proc.stdout or "MEMBER: 2/2" in proc.stderr + proc.stdout

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import LearningRateMonitor
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bertlab.model.convert import CheckpointError, export_state
@@ -62,7 +62,9 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
     path = Path(cfg.ckpt)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found; pass ckpt= the .ckpt of a fine-tuning run")
-    stored = torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("run_config")
+    stored = (
+        torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("run_config")
+    )
     if not stored:
         raise ConfigError(f"{path}: has no run_config; it was not written by bertlab's train.py")
     with open_dict(cfg):
@@ -74,7 +76,9 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
             if override.lstrip("+~").startswith("data."):
                 # typed as Hydra types the command line (256 -> int, null -> None), not kept as a string
                 parsed = OverridesParser.create().parse_override(override)
-                OmegaConf.update(cfg, parsed.key_or_group, None if parsed.is_delete() else parsed.value(), merge=True)
+                OmegaConf.update(
+                    cfg, parsed.key_or_group, None if parsed.is_delete() else parsed.value(), merge=True
+                )
         cfg.pretrained = None  # the checkpoint's own weights are loaded below
 
 
@@ -83,13 +87,21 @@ def size_from_pretrained(cfg: DictConfig) -> None:
     ckpt_cfg = checkpoint_config(cfg.pretrained)
     explicit = any(o.lstrip("+~").split("=")[0] == "model" for o in task_overrides())
     if explicit:
-        wrong = [f"{f}={cfg.model[f]} (checkpoint {getattr(ckpt_cfg, f)})" for f in SIZE_FIELDS
-                 if f in cfg.model and cfg.model[f] != getattr(ckpt_cfg, f)]
+        wrong = [
+            f"{f}={cfg.model[f]} (checkpoint {getattr(ckpt_cfg, f)})"
+            for f in SIZE_FIELDS
+            if f in cfg.model and cfg.model[f] != getattr(ckpt_cfg, f)
+        ]
         if wrong:
-            raise ConfigError(f"model= does not match pretrained={cfg.pretrained}: {', '.join(wrong)}; "
-                              "drop model= to take the size from the checkpoint")
-    keep = {k: cfg.model[k] for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
-            if k in cfg.model}
+            raise ConfigError(
+                f"model= does not match pretrained={cfg.pretrained}: {', '.join(wrong)}; "
+                "drop model= to take the size from the checkpoint"
+            )
+    keep = {
+        k: cfg.model[k]
+        for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
+        if k in cfg.model
+    }
     values = ckpt_cfg.to_dict() | keep
     values.pop("model_type", None)
     values.pop("position_embedding_type", None)
@@ -161,7 +173,11 @@ def export(module: L.LightningModule, out: Path, vocab: str | None, lowercase: b
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: round(float(v), 6) for k, v in sorted(metrics.items()) if torch.is_tensor(v) or isinstance(v, float)}
+    return {
+        k: round(float(v), 6)
+        for k, v in sorted(metrics.items())
+        if torch.is_tensor(v) or isinstance(v, float)
+    }
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
@@ -183,10 +199,17 @@ def main(cfg: DictConfig) -> dict[str, float]:
     datamodule.prepare_data()
     tok = getattr(datamodule, "tokenizer", None)
     if tok is not None and hasattr(tok, "get_vocab_size"):
-        check_vocab(cfg, tok.get_vocab_size(), str(cfg.get("tokenizer") or "trained vocabulary"),
-                    derived=cfg.get("tokenizer") is None)
+        check_vocab(
+            cfg,
+            tok.get_vocab_size(),
+            str(cfg.get("tokenizer") or "trained vocabulary"),
+            derived=cfg.get("tokenizer") is None,
+        )
     vocab_path = getattr(datamodule, "vocab_path", None) or (
-        str(Path(cfg.tokenizer) / "vocab.txt") if cfg.get("tokenizer") and Path(cfg.tokenizer).is_dir() else None)
+        str(Path(cfg.tokenizer) / "vocab.txt")
+        if cfg.get("tokenizer") and Path(cfg.tokenizer).is_dir()
+        else None
+    )
     with open_dict(cfg):
         if cfg.get("tokenizer") is None and vocab_path:
             cfg.tokenizer = str(Path(vocab_path).parent)
@@ -217,7 +240,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
         ckpt_cb = trainer.checkpoint_callback
         if trainer.is_global_zero:
             best = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")
-            print(f"checkpoint: {best or '(none saved)'}\ntransformers export: {folder}\nmetrics: {out / 'metrics.json'}")
+            print(
+                f"checkpoint: {best or '(none saved)'}\ntransformers export: {folder}\nmetrics: {out / 'metrics.json'}"
+            )
     return metrics
 
 

@@ -214,7 +214,16 @@ def _rst_sections(text: str) -> Iterator[list[str]]:
 
 
 # test suites, demos and vendored code are not prose worth learning from
-_STDLIB_SKIP = {"test", "tests", "idlelib", "site-packages", "dist-packages", "lib2to3", "turtledemo", "__pycache__"}
+_STDLIB_SKIP = {
+    "test",
+    "tests",
+    "idlelib",
+    "site-packages",
+    "dist-packages",
+    "lib2to3",
+    "turtledemo",
+    "__pycache__",
+}
 
 
 def stdlib_documents(min_chars: int = 200) -> Iterator[list[str]]:

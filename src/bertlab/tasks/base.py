@@ -87,11 +87,16 @@ class BertTask(L.LightningModule):
 
             folder = resolve(path)
             cfg, state = read_config(folder), read_state_dict(folder)
-        wrong = [f"{f}: checkpoint {getattr(cfg, f)} vs model {getattr(self.model_config, f)}"
-                 for f in SIZE_FIELDS if getattr(cfg, f) != getattr(self.model_config, f)]
+        wrong = [
+            f"{f}: checkpoint {getattr(cfg, f)} vs model {getattr(self.model_config, f)}"
+            for f in SIZE_FIELDS
+            if getattr(cfg, f) != getattr(self.model_config, f)
+        ]
         if wrong:
-            raise CheckpointError(f"{path} does not fit the configured model ({'; '.join(wrong)}); "
-                                  "leave model= unset so the size is read from the checkpoint")
+            raise CheckpointError(
+                f"{path} does not fit the configured model ({'; '.join(wrong)}); "
+                "leave model= unset so the size is read from the checkpoint"
+            )
         fresh = load_state(model, state, new_heads=True, source=str(path))
         log.info("loaded %s (fresh: %s)", path, fresh or "none")
 
@@ -110,7 +115,10 @@ class BertTask(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(
-        self, optimizer: Optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip the global gradient norm (1.0 as the original BERT), also for fused optimizers.
 
@@ -142,8 +150,16 @@ class BertTask(L.LightningModule):
             fully_shard(layer, mesh=dp)
         fully_shard(self.model, mesh=dp)
 
-    def log_metrics(self, stage: str, values: dict[str, torch.Tensor | float], batch_size: int, **kw: Any) -> None:
+    def log_metrics(
+        self, stage: str, values: dict[str, torch.Tensor | float], batch_size: int, **kw: Any
+    ) -> None:
         """Log `{stage}/{name}` for each value (epoch-averaged, weighted by batch_size)."""
         on_step = stage == "train"
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=batch_size,
-                      on_step=on_step, on_epoch=not on_step, sync_dist=not on_step, **kw)
+        self.log_dict(
+            {f"{stage}/{k}": v for k, v in values.items()},
+            batch_size=batch_size,
+            on_step=on_step,
+            on_epoch=not on_step,
+            sync_dist=not on_step,
+            **kw,
+        )

@@ -62,13 +62,20 @@ class SequenceClassificationTask(BertTask):
     def _eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         logits = self(batch)
         suffix = SPLIT_SUFFIX.get(self.val_split_names[dataloader_idx], "")
-        self.log(f"{stage}/loss{suffix}", self.loss(logits, batch["labels"]), batch_size=logits.shape[0],
-                 add_dataloader_idx=False, sync_dist=True)
+        self.log(
+            f"{stage}/loss{suffix}",
+            self.loss(logits, batch["labels"]),
+            batch_size=logits.shape[0],
+            add_dataloader_idx=False,
+            sync_dist=True,
+        )
         metrics = (self.val_metrics if stage == "val" else self.test_metrics)[dataloader_idx]
         metrics.update(predictions_from_logits(logits.float(), self.task), batch["labels"])
 
     def _eval_epoch_end(self, stage: str) -> None:
-        for split, metrics in zip(self.val_split_names, self.val_metrics if stage == "val" else self.test_metrics):
+        for split, metrics in zip(
+            self.val_split_names, self.val_metrics if stage == "val" else self.test_metrics
+        ):
             suffix = SPLIT_SUFFIX.get(split, "")
             values = metrics.compute()
             self.log_dict({f"{stage}/{k}{suffix}": v.float() for k, v in values.items()})

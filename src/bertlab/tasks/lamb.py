@@ -26,11 +26,13 @@ class Lamb(Optimizer):
     ) -> None:
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                                      bias_correction=bias_correction))
+        super().__init__(
+            params,
+            dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction),
+        )
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # noqa: ANN401 - torch's signature
+    def step(self, closure: Any = None) -> Any:
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             beta1, beta2 = group["betas"]

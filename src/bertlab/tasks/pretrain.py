@@ -51,18 +51,26 @@ class PreTrainingTask(BertTask):
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.step(batch)
         size = batch["input_ids"].shape[0]
-        self.log_metrics("train", {k: out[k] for k in ("loss", "mlm_loss", "nsp_loss", "nsp_acc")}, size,
-                         prog_bar=True)
-        self.log_metrics("train", {"mlm_acc": out["mlm_acc"], "perplexity": out["mlm_loss"].detach().exp()},
-                         int(out["num_masked"]))
+        self.log_metrics(
+            "train", {k: out[k] for k in ("loss", "mlm_loss", "nsp_loss", "nsp_acc")}, size, prog_bar=True
+        )
+        self.log_metrics(
+            "train",
+            {"mlm_acc": out["mlm_acc"], "perplexity": out["mlm_loss"].detach().exp()},
+            int(out["num_masked"]),
+        )
         return out["loss"]
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         out = self.step(batch)
         size, masked = batch["input_ids"].shape[0], int(out["num_masked"])
         self.val_mlm_loss.update(out["mlm_loss"], weight=masked)
-        self.log_metrics("val", {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}, size)
-        self.log_metrics("val", {"mlm_loss": out["mlm_loss"], "mlm_acc": out["mlm_acc"]}, masked, prog_bar=True)
+        self.log_metrics(
+            "val", {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}, size
+        )
+        self.log_metrics(
+            "val", {"mlm_loss": out["mlm_loss"], "mlm_acc": out["mlm_acc"]}, masked, prog_bar=True
+        )
 
     def on_validation_epoch_end(self) -> None:
         # perplexity of the token-weighted mean loss, not the mean of per-batch perplexities

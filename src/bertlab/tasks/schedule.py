@@ -12,7 +12,7 @@ def warmup_steps_for(num_training_steps: int, warmup_steps: int | None, warmup_r
         raise ValueError("give warmup_steps or warmup_ratio, not both (set the other to null)")
     if warmup_steps is not None:
         return int(warmup_steps)
-    return int(round((warmup_ratio or 0.0) * num_training_steps))
+    return int((warmup_ratio or 0.0) * num_training_steps)  # floor, as the original run_classifier.py
 
 
 def warmup_linear(
