@@ -57,7 +57,7 @@ def test_wandb_logger_is_offline_by_default(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["pretrain_paper_phase1", "pretrain_paper_phase2"])
 def test_experiments_compose(tmp_path: Path, name: str) -> None:
-    cfg = compose_cfg([f"experiment={name}"], tmp_path)
+    cfg = compose_cfg([f"experiment={name}", "pretrained=some/phase1/export"], tmp_path)
     assert cfg.model.hidden_size == 768 and cfg.task.module.scheduler.warmup_steps == 10000
     assert cfg.data.max_seq_len == (128 if name.endswith("1") else 512)
 
