@@ -162,12 +162,17 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
     return instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, _convert_="all")
 
 
-def export(module: L.LightningModule, out: Path, vocab: str | None, lowercase: bool) -> Path:
-    """Write the transformers-format folder (collective under FSDP: every rank gathers, rank 0 writes)."""
+def export(module: L.LightningModule, out: Path, tokenizer: Any, lowercase: bool) -> Path:
+    """Write the transformers-format folder with the run's vocabulary (vocab.txt + tokenizer.json).
+
+    Collective under FSDP: every rank gathers the shards, rank 0 writes.
+    """
+    from bertlab.data.tokenizer import save_vocab
     from bertlab.model.convert import save_pretrained
 
     state = export_state(module.model)
     if module.trainer.is_global_zero:
+        vocab = save_vocab(tokenizer, out) if tokenizer is not None else None
         save_pretrained(module.model, out, vocab_file=vocab, lowercase=lowercase, state=state)
     return out
 
@@ -205,14 +210,11 @@ def main(cfg: DictConfig) -> dict[str, float]:
             str(cfg.get("tokenizer") or "trained vocabulary"),
             derived=cfg.get("tokenizer") is None,
         )
-    vocab_path = getattr(datamodule, "vocab_path", None) or (
-        str(Path(cfg.tokenizer) / "vocab.txt")
-        if cfg.get("tokenizer") and Path(cfg.tokenizer).is_dir()
-        else None
-    )
-    with open_dict(cfg):
-        if cfg.get("tokenizer") is None and vocab_path:
-            cfg.tokenizer = str(Path(vocab_path).parent)
+    # a vocabulary trained by this run is recorded, so a .ckpt used as pretrained= finds it again
+    trained_vocab = getattr(datamodule, "vocab_path", None)
+    if cfg.get("tokenizer") is None and trained_vocab:
+        with open_dict(cfg):
+            cfg.tokenizer = str(Path(trained_vocab).parent)
 
     module = build_module(cfg, datamodule)
     # the whole resolved config travels in the checkpoint (plain containers: weights_only loads work)
@@ -236,7 +238,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if cfg.mode == "fit" and cfg.get("export", True):
-        folder = export(module, out / "export", vocab_path, bool(getattr(datamodule, "lowercase", True)))
+        folder = export(module, out / "export", tok, bool(getattr(datamodule, "lowercase", True)))
         ckpt_cb = trainer.checkpoint_callback
         if trainer.is_global_zero:
             best = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")

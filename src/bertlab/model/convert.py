@@ -247,7 +247,8 @@ def save_pretrained(
     weights = state if state is not None else export_state(model)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     if vocab_file is not None:
-        shutil.copyfile(vocab_file, out / "vocab.txt")
+        if Path(vocab_file).resolve() != (out / "vocab.txt").resolve():
+            shutil.copyfile(vocab_file, out / "vocab.txt")
         tok_cfg = {
             "do_lower_case": lowercase,
             "tokenizer_class": "BertTokenizer",
