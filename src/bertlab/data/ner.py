@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
+from bertlab.data.loaders import SplitLoaders
 from bertlab.data.tokenizer import load_tokenizer, special_ids
 from bertlab.metrics.ner import CONLL_TYPES, get_chunks
 
@@ -407,7 +408,7 @@ def _unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-class NERDataModule(L.LightningDataModule):
+class NERDataModule(SplitLoaders, L.LightningDataModule):
     """CoNLL-2003 NER from local files (`train_file`, ...) or a hub copy (`hub_name`), split by split.
 
     Batches hold `batch_size` sentences, so `B` counts windows: a long sentence adds one row per window.
@@ -592,19 +593,3 @@ class NERDataModule(L.LightningDataModule):
             collate_fn=functools.partial(collate_windows, pad_id=special_ids(self.tokenizer)["pad"]),
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches (of sentences)."""
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in file order."""
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in file order."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test split, for `trainer.predict`."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)

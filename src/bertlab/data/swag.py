@@ -23,6 +23,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
+from bertlab.data.loaders import SplitLoaders
 from bertlab.data.tokenizer import load_tokenizer, special_ids
 
 NUM_CHOICES = 4
@@ -200,7 +201,7 @@ def collate_swag(
     return batch
 
 
-class SWAGDataModule(L.LightningDataModule):
+class SWAGDataModule(SplitLoaders, L.LightningDataModule):
     """SWAG from the official csv files or `allenai/swag`; batches of `(B, 4, T)` choices.
 
     Keys: input_ids, token_type_ids, attention_mask `(B, 4, T)`, idx `(B,)` (index in the split's
@@ -303,19 +304,3 @@ class SWAGDataModule(L.LightningDataModule):
             collate_fn=functools.partial(collate_swag, pad_id=special_ids(self.tokenizer)["pad"]),
             persistent_workers=self.num_workers > 0,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches."""
-        return self._loader("train", self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        """Validation batches in file order."""
-        return self._loader("val", self.eval_batch_size, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches in file order."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test split, for `trainer.predict`."""
-        return self._loader("test", self.eval_batch_size, shuffle=False)
