@@ -7,8 +7,8 @@ Where we differ from transformers (same numbers, different work): when a batch h
 embeddings, projections, feed-forward and LayerNorms run on the real tokens only (packed `(N, H)`).
 Attention needs a grid, so around it the sequences are sorted by length and laid out in a few
 buckets, each padded only to its own longest sequence (`(b, T_k, 3H)`), instead of one `(B, T, 3H)`
-grid: attention work grows with T², and on a dynamically padded GLUE batch the buckets hold about
-half the token pairs of the full grid. Outputs at padded positions are zeros instead of
+grid: attention work grows with T², and on dynamically padded GLUE batches of 32 the buckets hold
+about 40% of the full grid's token pairs. Outputs at padded positions are zeros instead of
 transformers' meaningless values; every real position is identical.
 """
 
@@ -34,9 +34,12 @@ def activation(name: str) -> nn.Module:
     }[name]
 
 
-# One bucket's fixed cost in units of attention work (sequences x T²): on a CPU an SDPA call costs
-# ~0.3 ms forward and backward, the work ~0.45 us per (query, key) pair with 12 heads, so ~700 pairs.
-BUCKET_COST = 1024
+# What a bucket costs beyond its attention work, in that work's units (sequences x T_k²). On a CPU
+# (MiniLM, 12 heads) an SDPA call costs ~0.3 ms forward and backward and a (query, key) pair
+# ~0.25-0.45 us, so ~1000 pairs; but each bucket adds ~30 small ops, which cost far more when the
+# cores are shared with other jobs, so we ask for much more. Measured on GLUE batches of 32 (1 thread):
+# 1024 to 16384 ran alike; at 16384 a batch gets 2-3 buckets holding about 40% of the full grid's work.
+BUCKET_COST = 16384
 
 
 def length_buckets(lengths: list[int], bucket_cost: int = BUCKET_COST) -> list[list[int]]:
@@ -85,6 +88,9 @@ class Padding:
             uniform = lens[group[0]] == lens[group[-1]]  # sorted: shortest first
             self.masks.append(None if uniform else (pos < n)[:, None, None, :])
             self.shapes.append((len(group), pos.numel()))
+        if not self.shapes:  # padding only: no bucket, no slot
+            self.token_of_slot = self.slot_of_token = self.indices
+            return
         self.token_of_slot = torch.cat(slots)  # (M,) packed row each bucket slot reads
         real_slots = torch.cat(real).nonzero().squeeze(1)  # (N,) slots holding real tokens
         # (N,) the slot each packed token is read back from
@@ -150,6 +156,8 @@ class BertSelfAttention(nn.Module):
         qkv = F.linear(x, w, b)
         if padding is None:
             return self.attend(qkv, mask)
+        if not padding.shapes:  # padding only, no token to attend from
+            return qkv[:, : self.num_heads * self.head_dim]
         # attention needs a grid: one per length bucket
         return padding.from_buckets(
             [self.attend(part, m) for part, m in zip(padding.to_buckets(qkv), padding.masks)]
