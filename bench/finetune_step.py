@@ -5,8 +5,8 @@ first alternates every step). Both sides see the very same batches: real RTE / S
 tokenised with the MiniLM vocabulary, shuffled with a fixed seed, batch 32, max length 128, each batch
 padded to its own longest example (dynamic padding, as `GLUEDataModule` serves them). A step is forward +
 cross-entropy + backward + fused AdamW step (lr 2e-5, wd 0.01 off biases and LayerNorm), dropout 0.1 on
-both sides. transformers runs its default attention (sdpa); bertlab its own path, which drops the padding
-for everything but attention. Prints examples/s for both and the ratio; the last lines read
+both sides. transformers runs its default attention (sdpa) on the padded batch; bertlab its own path:
+dense layers on the real tokens only, attention on length buckets (see `bertlab/model/bert.py`). Prints examples/s for both and the ratio; the last lines read
 `rte_minilm ratio=…` per case.
 
 Cases: `<task>_<size>` with task rte or sst2; size minilm (the real MiniLM checkpoint, 6 layers, hidden
@@ -14,6 +14,10 @@ Cases: `<task>_<size>` with task rte or sst2; size minilm (the real MiniLM check
 
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \\
         python bench/finetune_step.py [--cases rte_minilm sst2_base] [--steps N] [--bf16] [--data DIR]
+
+Time it on a quiet machine: when other jobs share the cores, every multi-threaded op waits for a
+descheduled thread and both sides slow down 3-4x, mostly in fixed per-op costs, which hides the
+difference in work (measured with one busy-looping process beside it). `--threads 1` suffers less.
 """
 
 from __future__ import annotations
@@ -173,7 +177,10 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast on both sides")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     args.model = args.model or minilm_folder()
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
