@@ -9,7 +9,7 @@ Labels use transformers' convention: `next_sentence_label` 0 = IsNext, 1 = NotNe
 
 Where we differ from the original, on purpose:
 - The original forces a random B whenever a chunk holds a single segment (a document's leftover last
-  sentence, or one sentence longer than the target): on 8000 documents of ../shared/data/wiki at length
+  sentence, or one sentence longer than the target): on 8000 documents of the development Wikipedia dump at length
   128 that gives 43% IsNext, not 50%. Here a chunk closes only once it holds two segments, a lone last
   sentence joins the chunk before it, and a put-back that would leave only that lone sentence drops it;
   so the label is an exact Bernoulli(`nsp_prob`) draw (50.1% IsNext on the same documents, with 12% fewer,
