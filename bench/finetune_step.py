@@ -6,8 +6,8 @@ tokenised with the MiniLM vocabulary, shuffled with a fixed seed, batch 32, max 
 padded to its own longest example (dynamic padding, as `GLUEDataModule` serves them). A step is forward +
 cross-entropy + backward + fused AdamW step (lr 2e-5, wd 0.01 off biases and LayerNorm), dropout 0.1 on
 both sides. transformers runs its default attention (sdpa) on the padded batch; bertlab its own path:
-dense layers on the real tokens only, attention on length buckets (see `bertlab/model/bert.py`). Prints examples/s for both and the ratio; the last lines read
-`rte_minilm ratio=…` per case.
+dense layers on the real tokens only, attention on length buckets (see `bertlab/model/bert.py`).
+Prints examples/s for both and the ratio; the last lines read `rte_minilm ratio=…` per case.
 
 Cases: `<task>_<size>` with task rte or sst2; size minilm (the real MiniLM checkpoint, 6 layers, hidden
 384, 12 heads, loaded into both) or base (12 layers, hidden 768, random init, same weights both sides).
