@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
 from bertlab.data.sampler import LengthGroupedSampler
-from bertlab.data.tokenizer import load_tokenizer, special_ids
+from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
 
 AX = "ax"  # the diagnostic split, predicted with the MNLI model
 _DEFAULT_SPLITS = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
@@ -476,14 +476,6 @@ def truncate_pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int
     return len_a, len_b
 
 
-def _plain_tokenizer(tok: Tokenizer) -> Tokenizer:
-    """A copy of `tok` without padding or truncation (checkpoint tokenizer.json files often set both)."""
-    plain = Tokenizer.from_str(tok.to_str())
-    plain.no_padding()
-    plain.no_truncation()
-    return plain
-
-
 def encode_pairs(
     tok: Tokenizer, text_a: Sequence[str], text_b: Sequence[str] | None, max_seq_length: int
 ) -> tuple[list[list[int]], list[int]]:
@@ -498,7 +490,7 @@ def encode_pairs(
         )
     ids = special_ids(tok)
     cls, sep = ids["cls"], ids["sep"]
-    plain = _plain_tokenizer(tok)
+    plain = plain_tokenizer(tok)
     enc_a = [e.ids for e in plain.encode_batch(list(text_a), add_special_tokens=False)]
     budget = max_seq_length - n_special
     if text_b is None:
@@ -578,7 +570,7 @@ def collate_glue(
     return batch
 
 
-class GLUEDataModule(L.LightningDataModule):
+class GLUEDataModule(LazyTokenizer, L.LightningDataModule):
     """One GLUE task: reads, tokenises once in `setup`, and serves dynamically padded batches.
 
     `val_dataloader` and `test_dataloader` serve the labelled dev sets (a list for MNLI m/mm, since
@@ -613,7 +605,6 @@ class GLUEDataModule(L.LightningDataModule):
         self.spec = get_task(task)
         self.data_dir = data_dir
         self._tokenizer_source = tokenizer
-        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
         self.max_seq_length = max_seq_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
@@ -653,13 +644,6 @@ class GLUEDataModule(L.LightningDataModule):
         if AX in self.spec.submission_files and has_ax:
             names = [*names, AX]
         return names
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The tokenizer, loaded on first use from a path or hub name."""
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self._tokenizer_source)  # type: ignore[arg-type]
-        return self._tokenizer
 
     def _load(self, split: str) -> GLUEDataset:
         """Read, slice and tokenise one split once."""

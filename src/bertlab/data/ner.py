@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
 from bertlab.data.loaders import SplitLoaders
-from bertlab.data.tokenizer import load_tokenizer, special_ids
+from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
 from bertlab.metrics.ner import CONLL_TYPES, get_chunks
 
 IGNORE_INDEX = -100
@@ -204,10 +204,7 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> 
 
 def word_pieces(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
     """Piece ids of every word `(S, N_s, pieces)`; a word with no piece gets an empty list."""
-    tok = Tokenizer.from_str(tokenizer.to_str())
-    # a tokenizer.json may carry its own padding and truncation: here both would corrupt word ids
-    tok.no_padding()
-    tok.no_truncation()
+    tok = plain_tokenizer(tokenizer)  # a tokenizer.json's own padding or truncation would corrupt word ids
     encodings = tok.encode_batch(
         [list(words) for words in sentences], is_pretokenized=True, add_special_tokens=False
     )
@@ -408,7 +405,7 @@ def _unique(values: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(values))
 
 
-class NERDataModule(SplitLoaders, L.LightningDataModule):
+class NERDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
     """CoNLL-2003 NER from local files (`train_file`, ...) or a hub copy (`hub_name`), split by split.
 
     Batches hold `batch_size` sentences, so `B` counts windows: a long sentence adds one row per window.
@@ -447,7 +444,6 @@ class NERDataModule(SplitLoaders, L.LightningDataModule):
         }
         self.hub_name = hub_name
         self._tokenizer_source = tokenizer
-        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
         self.max_seq_length = max_seq_length
         self.scheme = scheme
         self.document_context = document_context
@@ -480,13 +476,6 @@ class NERDataModule(SplitLoaders, L.LightningDataModule):
                 "max_eval_sentences": max_eval_sentences,
             }
         )
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The WordPiece tokenizer, loaded on first use."""
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self._tokenizer_source)
-        return self._tokenizer
 
     def _read(self, split: str) -> list[Sentence] | None:
         """Sentences of one split from its file, else from the hub, else None."""

@@ -26,7 +26,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
-from bertlab.data.tokenizer import load_tokenizer, special_ids
+from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
 
 # ---------------------------------------------------------------------------------------------------
 # Examples and reading
@@ -410,14 +410,6 @@ def build_features(
     return features
 
 
-def plain_tokenizer(tok: Tokenizer) -> Tokenizer:
-    """A copy of `tok` without truncation or padding (checkpoint tokenizer.json files often set both)."""
-    copy = Tokenizer.from_str(tok.to_str())
-    copy.no_truncation()
-    copy.no_padding()
-    return copy
-
-
 def _tokenize(tok: Tokenizer, texts: Sequence[str]) -> list[TokenizedText]:
     """Tokenise texts without special tokens, keeping character offsets."""
     return [
@@ -523,7 +515,7 @@ class _Split:
     stats: ReadStats = field(default_factory=ReadStats)
 
 
-class SquadDataModule(LightningDataModule):
+class SquadDataModule(LazyTokenizer, LightningDataModule):
     """SQuAD v1.1 / v2.0 from local json files (article slices allowed) or the hub, as BERT windows.
 
     Eval batches carry `feature_index (B,)` into `val_features` / `test_features`; feed the gathered
@@ -563,7 +555,7 @@ class SquadDataModule(LightningDataModule):
         self.files = {"train": train_file, "val": val_file, "test": test_file}
         self.articles = {"train": train_articles, "val": val_articles, "test": test_articles}
         self.hub_name = hub_name
-        self.tokenizer_source = tokenizer
+        self._tokenizer_source = tokenizer
         self.max_seq_length, self.doc_stride, self.max_query_length = (
             max_seq_length,
             doc_stride,
@@ -571,18 +563,9 @@ class SquadDataModule(LightningDataModule):
         )
         self.batch_size, self.eval_batch_size, self.num_workers = batch_size, eval_batch_size, num_workers
         self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
-        self._tokenizer: Tokenizer | None = None
         self.splits: dict[str, _Split] = {}
 
     # -- reading -----------------------------------------------------------------------------------
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The tokenizer, loaded on first use."""
-        if self._tokenizer is None:
-            src = self.tokenizer_source
-            self._tokenizer = src if isinstance(src, Tokenizer) else load_tokenizer(src)
-        return self._tokenizer
-
     def _has(self, split: str) -> bool:
         return self.files[split] is not None or (self.hub_name is not None and split in self.HUB_SPLITS)
 

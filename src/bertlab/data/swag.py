@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bertlab.data.errors import DataError
 from bertlab.data.loaders import SplitLoaders
-from bertlab.data.tokenizer import load_tokenizer, special_ids
+from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
 
 NUM_CHOICES = 4
 ENDINGS: tuple[str, ...] = tuple(f"ending{i}" for i in range(NUM_CHOICES))
@@ -145,9 +145,7 @@ def encode_swag(
     """Per example, the four choices' input ids and token type ids, each `(4, T_i)` with `T_i <= max_seq_length`."""
     if max_seq_length < 4:
         raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
-    tok = Tokenizer.from_str(tokenizer.to_str())
-    # a tokenizer.json may carry its own padding and truncation settings: use ours
-    tok.no_padding()
+    tok = plain_tokenizer(tokenizer)  # a tokenizer.json may carry its own settings: use ours
     tok.enable_truncation(max_seq_length, strategy="longest_first")
     pairs = [(ex.context, f"{ex.start} {ending}".strip()) for ex in examples for ending in ex.endings]
     encodings = tok.encode_batch(pairs)
@@ -201,7 +199,7 @@ def collate_swag(
     return batch
 
 
-class SWAGDataModule(SplitLoaders, L.LightningDataModule):
+class SWAGDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
     """SWAG from the official csv files or `allenai/swag`; batches of `(B, 4, T)` choices.
 
     Keys: input_ids, token_type_ids, attention_mask `(B, 4, T)`, idx `(B,)` (index in the split's
@@ -234,7 +232,6 @@ class SWAGDataModule(SplitLoaders, L.LightningDataModule):
         }
         self.hub_name = hub_name
         self._tokenizer_source = tokenizer
-        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
         self.max_seq_length = max_seq_length
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
@@ -258,13 +255,6 @@ class SWAGDataModule(SplitLoaders, L.LightningDataModule):
                 "max_eval_examples": max_eval_examples,
             }
         )
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The WordPiece tokenizer, loaded on first use."""
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self._tokenizer_source)
-        return self._tokenizer
 
     def _read(self, split: str) -> list[SwagExample] | None:
         """Examples of one split from its file, else from the hub, else None."""

@@ -178,3 +178,28 @@ def special_ids(tok: Tokenizer) -> dict[str, int]:
     if missing:
         raise TokenizerError(f"tokenizer lacks special tokens {missing}")
     return ids  # type: ignore[return-value]
+
+
+def plain_tokenizer(tok: Tokenizer) -> Tokenizer:
+    """A copy of `tok` without padding or truncation (checkpoint tokenizer.json files often set both),
+    leaving the caller's tokenizer unchanged."""
+    copy = Tokenizer.from_str(tok.to_str())
+    copy.no_padding()
+    copy.no_truncation()
+    return copy
+
+
+class LazyTokenizer:
+    """Mixin for DataModules: `tokenizer` is loaded from `_tokenizer_source` on first use (a path, a hub
+    name or a ready `Tokenizer`), so building a DataModule from a config reads no file."""
+
+    _tokenizer_source: str | Path | Tokenizer
+    _tokenizer: Tokenizer | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The WordPiece tokenizer, loaded on first use."""
+        if self._tokenizer is None:
+            src = self._tokenizer_source
+            self._tokenizer = src if isinstance(src, Tokenizer) else load_tokenizer(src)
+        return self._tokenizer
