@@ -179,6 +179,13 @@ def test_finetuning_matches_transformers_loop(
 # ---------------------------------------------------------------- length buckets of the unpadded path
 
 
+def test_packed_rows_are_rounded_only_under_cpu_autocast() -> None:
+    cpu = torch.device("cpu")
+    assert bert.pack_multiple(cpu) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert bert.pack_multiple(cpu) == bert.PACK_MULTIPLE
+
+
 def test_length_buckets_group_the_sorted_batch() -> None:
     lengths = [5, 0, 3, 5, 7, 1, 3]
     assert bert.length_buckets(lengths, bucket_cost=0) == [[5], [2, 6], [0, 3], [4]]  # one per length
@@ -188,12 +195,19 @@ def test_length_buckets_group_the_sorted_batch() -> None:
     assert bert.length_buckets([0, 0]) == []
 
 
-def test_bucketed_attention_equals_padded_grid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Outputs and gradients with one bucket per distinct length equal the padded path's."""
+@pytest.mark.parametrize("multiple", [1, 7, 64, 10_000])
+def test_bucketed_attention_equals_padded_grid(monkeypatch: pytest.MonkeyPatch, multiple: int) -> None:
+    """Outputs and gradients with one bucket per distinct length equal the padded path's, with the packed
+    rows rounded up by filler rows (7: some fillers; 64, 10000: every padding position is one)."""
     monkeypatch.setattr(bert, "length_buckets", partial(bert.length_buckets, bucket_cost=0))
+    monkeypatch.setattr(bert, "pack_multiple", lambda device: multiple)
     ids, mask, types = padded_batch(seed=11, length=11)
     mask[3, 1:] = 0  # a one-token row
     mask[5, 2:6] = 0  # a hole: real tokens need not be contiguous
+    packed = bert.Padding(mask, multiple)
+    rows, real = packed.indices.numel(), int(mask.sum())
+    assert rows == min(-(-real // multiple) * multiple, mask.numel())
+    assert (rows > real) == (multiple > 1)  # this batch's real count is a multiple of none of 7, 64
     models = []
     for unpad in (True, False):
         torch.manual_seed(0)

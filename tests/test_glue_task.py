@@ -102,6 +102,10 @@ def test_mode_test_reads_the_checkpoint_back(fitted: Callable[[str], Path], tmp_
     fit_metrics = json.loads((fit / "metrics.json").read_text())
     assert metrics["test/acc"] == fit_metrics["val/acc"]
     assert metrics["test/loss"] == pytest.approx(fit_metrics["val/loss"], abs=1e-5)
+    # ProgressLog's speed: 16 training rows in one epoch, at a positive rate; test mode trains nothing
+    rate, seconds = fit_metrics["speed/train_examples_per_s"], fit_metrics["speed/train_time_s"]
+    assert rate > 0 and round(rate * seconds) == 16
+    assert not any(k.startswith("speed/") for k in metrics)
 
 
 @pytest.mark.parametrize("task", TASKS)

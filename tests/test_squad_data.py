@@ -132,6 +132,27 @@ def test_v2_unanswerable_kept_in_v2_and_skipped_in_v1() -> None:
     assert [e.qid for e in v1] == ["a"] and stats1.skipped_impossible == 1
 
 
+def test_unlabelled_reading_keeps_every_question_and_drops_answers() -> None:
+    """labelled=False (mode=predict): no answers, broken answers and unanswerable questions all stay, bare."""
+    ctx = "The sky is blue."
+    qas = [
+        {"id": "a", "question": "Colour?", "answers": [{"text": "blue", "answer_start": 11}]},
+        {"id": "b", "question": "Shade?"},
+        {"id": "c", "question": "Hue?", "answers": [{"text": "green", "answer_start": 0}]},
+        {"id": "n", "question": "Why?", "answers": [], "is_impossible": True},
+    ]
+    for version in (1, 2):
+        examples, stats = parse_squad(squad_json([(ctx, qas)]), version=version, labelled=False)
+        assert [(e.qid, e.answers, e.is_impossible) for e in examples] == [
+            (q, (), False) for q in ("a", "b", "c", "n")
+        ]
+        assert stats == ReadStats(articles=1, questions=4)
+    labelled, _ = parse_squad(squad_json([(ctx, qas)]), version=1)
+    assert [e.qid for e in labelled] == ["a"]  # b and c have no usable answer, n is unanswerable
+    with pytest.raises(DataError, match="lacks the key 'id'"):
+        parse_squad(squad_json([(ctx, [{"question": "?"}])]), "q.json", labelled=False)
+
+
 def test_bad_files_raise_one_line_data_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"nope\.json: SQuAD file not found; pass") as err:
         read_squad_file(tmp_path / "nope.json")

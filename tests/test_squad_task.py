@@ -161,6 +161,51 @@ def test_mode_test_scores_the_given_file(
     assert scored["test/f1"] == pytest.approx(rescored["f1"], abs=1e-4)
 
 
+def test_mode_test_takes_task_module_overrides_over_the_checkpoint(
+    shared_data: Path, v1_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """task.module.* on the command line wins over the stored config: one-token answers have no spaces."""
+    common = ["task=squad_v1", "mode=test", f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
+              f"data.test_file={shared_data / V1_DEV}", "data.test_articles=40:41", "logger=csv",
+              "hardware.precision=32-true"]  # fmt: skip
+    main(compose_cfg(common, tmp_path / "default"))
+    main(compose_cfg([*common, "task.module.max_answer_length=1"], tmp_path / "short"))
+    assert any(" " in text for text in read_json(tmp_path / "default" / "predictions.json").values())
+    assert not any(" " in text for text in read_json(tmp_path / "short" / "predictions.json").values())
+
+
+def test_mode_predict_answers_a_file_without_answers(
+    shared_data: Path, v1_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """mode=predict reads every question of a file whose answers are gone (empty or no key), scores nothing,
+    and writes the same predictions.json as mode=test on the labelled file."""
+    dev = shared_data / V1_DEV
+    raw = read_json(dev)
+    raw["data"] = raw["data"][40:41]
+    for i, qa in enumerate(qa for p in raw["data"][0]["paragraphs"] for qa in p["qas"]):
+        if i % 2:
+            del qa["answers"]
+        else:
+            qa["answers"] = []
+    hidden = tmp_path / "questions.json"
+    hidden.write_text(json.dumps(raw), encoding="utf-8")
+    common = [
+        "task=squad_v1",
+        f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
+        "logger=csv",
+        "hardware.precision=32-true",
+    ]
+    predicted = main(compose_cfg([*common, "mode=predict", f"data.test_file={hidden}"], tmp_path / "pred"))
+    assert predicted == {} and read_json(tmp_path / "pred" / "metrics.json") == {}
+    main(
+        compose_cfg(
+            [*common, "mode=test", f"data.test_file={dev}", "data.test_articles=40:41"], tmp_path / "t"
+        )
+    )
+    preds = check_predictions(tmp_path / "pred", questions(dev, "40:41", 30))
+    assert preds == read_json(tmp_path / "t" / "predictions.json")
+
+
 def test_ddp_test_mode_matches_one_process(
     shared_data: Path, v1_fit: tuple[Path, dict], tmp_path: Path
 ) -> None:

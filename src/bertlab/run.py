@@ -19,6 +19,7 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from bertlab.callbacks import ProgressLog
 from bertlab.model.convert import CheckpointError, export_state
 from bertlab.tasks.base import SIZE_FIELDS, checkpoint_config
 
@@ -73,7 +74,7 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
         if cfg.get("tokenizer") is None:
             cfg.tokenizer = stored.get("tokenizer")
         for override in task_overrides():
-            if override.lstrip("+~").startswith("data."):
+            if override.lstrip("+~").startswith(("data.", "task.module.")):
                 # typed as Hydra types the command line (256 -> int, null -> None), not kept as a string
                 parsed = OverridesParser.create().parse_override(override)
                 OmegaConf.update(
@@ -224,6 +225,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if cfg.mode == "fit":
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt"))
         metrics |= scalar_metrics(trainer.callback_metrics)
+        for cb in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(cb, ProgressLog):
+                metrics |= cb.summary()
         if cfg.get("test_after_fit") and hasattr(datamodule, "test_dataloader"):
             metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
     else:

@@ -118,8 +118,12 @@ def parse_squad(
     *,
     version: int = 2,
     articles: str | int | slice | Sequence[int] | None = None,
+    labelled: bool = True,
 ) -> tuple[list[SquadExample], ReadStats]:
-    """Examples from an already-loaded official SQuAD json object (`data` → `paragraphs` → `qas`)."""
+    """Examples from an already-loaded official SQuAD json object (`data` → `paragraphs` → `qas`).
+
+    `labelled=False` reads every question and ignores answers (a hidden test set, or mode=predict).
+    """
     if version not in (1, 2):
         raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("data"), list):
@@ -140,7 +144,11 @@ def parse_squad(
                 continue
             contexts_seen += 1
             for qa in qas:
-                ex = _parse_qa(qa, context, title, version, stats, source)
+                ex = (
+                    _parse_qa(qa, context, title, version, stats, source)
+                    if labelled
+                    else _parse_unlabelled(qa, context, title, source)
+                )
                 if ex is not None:
                     examples.append(ex)
     if contexts_seen == 0:
@@ -151,6 +159,16 @@ def parse_squad(
         )
     stats.questions = len(examples)
     return examples, stats
+
+
+def _parse_unlabelled(qa: Mapping[str, Any], context: str, title: str, source: str | Path) -> SquadExample:
+    """One `qas` entry as a question to answer; any answers in the file are ignored."""
+    try:
+        return SquadExample(str(qa["id"]), str(qa["question"]), context, title=title)
+    except KeyError as err:
+        raise DataError(
+            source, f"a question lacks the key {err}", "every qas entry needs 'id' and 'question'"
+        ) from err
 
 
 def _parse_qa(
@@ -194,8 +212,11 @@ def read_squad_file(
     version: int = 2,
     first_articles: int | None = None,
     article_slice: str | slice | Sequence[int] | None = None,
+    labelled: bool = True,
 ) -> tuple[list[SquadExample], ReadStats]:
-    """Read an official SQuAD json file; optionally only its first N articles or a slice of them."""
+    """Read an official SQuAD json file; optionally only its first N articles or a slice of them.
+
+    `labelled=False` keeps every question and ignores answers (see `parse_squad`)."""
     path = Path(path)
     if first_articles is not None and article_slice is not None:
         raise ValueError("give first_articles or article_slice, not both")
@@ -208,7 +229,7 @@ def read_squad_file(
             path, f"not valid JSON ({err.msg})", "pass an official SQuAD json file", line=err.lineno
         ) from err
     articles = first_articles if first_articles is not None else article_slice
-    examples, stats = parse_squad(obj, path, version=version, articles=articles)
+    examples, stats = parse_squad(obj, path, version=version, articles=articles, labelled=labelled)
     stats.warn(path)
     return examples, stats
 
@@ -515,9 +536,16 @@ class _Split:
     stats: ReadStats = field(default_factory=ReadStats)
 
 
+def _file_key(split: str) -> str:
+    """The data config key that names a split's file (predict reads `test_file`)."""
+    return "test_file" if split == "predict" else f"{split}_file"
+
+
 class SquadDataModule(LazyTokenizer, LightningDataModule):
     """SQuAD v1.1 / v2.0 from local json files (article slices allowed) or the hub, as BERT windows.
 
+    Splits: train, val and test are read with their answers (test = `mode=test`, scored); predict reads
+    `test_file` without them, so any file of questions, e.g. one with no answers, can be answered.
     Eval batches carry `feature_index (B,)` into `val_features` / `test_features`; feed the gathered
     logits to `postprocess` for `{qid: text}` predictions and `{qid: null_odds}`.
     """
@@ -552,8 +580,13 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
                 f"max_query_length {max_query_length} + 3 special tokens must be < max_seq_length {max_seq_length}"
             )
         self.version = version
-        self.files = {"train": train_file, "val": val_file, "test": test_file}
-        self.articles = {"train": train_articles, "val": val_articles, "test": test_articles}
+        self.files = {"train": train_file, "val": val_file, "test": test_file, "predict": test_file}
+        self.articles = {
+            "train": train_articles,
+            "val": val_articles,
+            "test": test_articles,
+            "predict": test_articles,
+        }
         self.hub_name = hub_name
         self._tokenizer_source = tokenizer
         self.max_seq_length, self.doc_stride, self.max_query_length = (
@@ -574,14 +607,17 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
         path, articles = self.files[split], self.articles[split]
         if path is not None:
             examples, stats = read_squad_file(
-                path, version=self.version, article_slice=parse_articles(articles)
+                path,
+                version=self.version,
+                article_slice=parse_articles(articles),
+                labelled=split != "predict",
             )
         elif self.hub_name is not None and split in self.HUB_SPLITS:
             examples, stats = load_squad_hub(
                 self.hub_name, self.HUB_SPLITS[split], version=self.version, articles=articles
             )
         else:
-            raise ValueError(f"no {split} data: set data.{split}_file (or hub_name for train/val)")
+            raise ValueError(f"no {split} data: set data.{_file_key(split)} (or hub_name for train/val)")
         cap = self.max_train_examples if split == "train" else self.max_eval_examples
         if cap is not None:
             examples = examples[:cap]
@@ -597,16 +633,16 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read the splits this stage needs (once)."""
-        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["test"]}
+        wanted = {"fit": ["train", "val"], "validate": ["val"], "test": ["test"], "predict": ["predict"]}
         for split in wanted.get(stage or "", ["train", "val", "test"]):
             if split not in self.splits and self._has(split):
                 self.splits[split] = self._load(split)
 
     def _split(self, split: str) -> _Split:
         if split not in self.splits:
-            self.setup({"train": "fit", "val": "validate", "test": "test"}[split])
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
         if split not in self.splits:
-            raise ValueError(f"no {split} data: set data.{split}_file (or hub_name for train/val)")
+            raise ValueError(f"no {split} data: set data.{_file_key(split)} (or hub_name for train/val)")
         return self.splits[split]
 
     @property
@@ -652,6 +688,10 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", training=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """`test_file`'s questions, read without answers, in file order."""
+        return self._loader("predict", training=False)
 
     # -- evaluation --------------------------------------------------------------------------------
     def postprocess(

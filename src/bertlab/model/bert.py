@@ -64,14 +64,36 @@ def length_buckets(lengths: list[int], bucket_cost: int = BUCKET_COST) -> list[l
     return groups[::-1]
 
 
-class Padding:
-    """Moves activations between padded `(B, T, ...)`, packed `(N, ...)` (N = real tokens) and the
-    length buckets attention runs on (M slots in all, each bucket `(b, T_k, ...)`)."""
+# Under CPU autocast the packed rows are rounded up to a multiple of this with padding positions. oneDNN
+# generates a bf16 kernel per matrix shape, and with dynamic padding nearly every batch has a new token
+# count: a Linear(384, 1536) step over 300-700 rows took 20 ms with a new count each time and 14.5 ms
+# with counts rounded to 64 (1 thread). fp32 (MKL) showed no such cost, so it packs exactly.
+PACK_MULTIPLE = 64
 
-    def __init__(self, attention_mask: Tensor) -> None:
+
+def pack_multiple(device: torch.device) -> int:
+    """The row multiple packed activations are rounded to on `device` now (1 = none)."""
+    return PACK_MULTIPLE if device.type == "cpu" and torch.is_autocast_enabled("cpu") else 1
+
+
+class Padding:
+    """Moves activations between padded `(B, T, ...)`, packed `(P, ...)` and the length buckets attention
+    runs on (M slots in all, each bucket `(b, T_k, ...)`).
+
+    The packed rows are the N real tokens in batch order, then P - N filler rows (padding positions) that
+    round P up to `multiple`: they go through the dense layers, are never attended to, and are dropped
+    by `pad`, so they add no gradient."""
+
+    def __init__(self, attention_mask: Tensor, multiple: int = 1) -> None:
         self.batch, self.length = attention_mask.shape
         device = attention_mask.device
-        self.indices = attention_mask.flatten().nonzero().squeeze(1)  # (N,)
+        flat = attention_mask.flatten()
+        self.real = flat.nonzero().squeeze(1)  # (N,)
+        self.num_real = n_real = self.real.numel()
+        fill = min(-(-n_real // multiple) * multiple, flat.numel()) - n_real
+        self.indices = self.real
+        if fill > 0:
+            self.indices = torch.cat([self.real, (flat == 0).nonzero().squeeze(1)[:fill]])  # (P,)
         lengths = attention_mask.sum(1)  # (B,)
         first = lengths.cumsum(0) - lengths  # packed row of each sequence's first token
         lens = lengths.tolist()
@@ -93,27 +115,28 @@ class Padding:
             return
         self.token_of_slot = torch.cat(slots)  # (M,) packed row each bucket slot reads
         real_slots = torch.cat(real).nonzero().squeeze(1)  # (N,) slots holding real tokens
-        # (N,) the slot each packed token is read back from
-        self.slot_of_token = torch.empty_like(real_slots).index_copy_(
+        # (P,) the slot each packed row is read back from; fillers read slot 0 (any value, never used)
+        self.slot_of_token = torch.zeros(len(self.indices), dtype=torch.long, device=device).index_copy_(
             0, self.token_of_slot[real_slots], real_slots
         )
 
     def unpad(self, x: Tensor) -> Tensor:
-        """(B, T, ...) -> (N, ...)"""
+        """(B, T, ...) -> (P, ...)"""
         return x.flatten(0, 1).index_select(0, self.indices)
 
     def pad(self, x: Tensor) -> Tensor:
-        """(N, ...) -> (B, T, ...), zeros at padded positions."""
+        """(P, ...) -> (B, T, ...), zeros at padded positions (fillers dropped)."""
         out = x.new_zeros((self.batch * self.length, *x.shape[1:]))
-        return out.index_copy(0, self.indices, x).view(self.batch, self.length, *x.shape[1:])
+        real = x[: self.num_real]
+        return out.index_copy(0, self.real, real).view(self.batch, self.length, *x.shape[1:])
 
     def to_buckets(self, x: Tensor) -> list[Tensor]:
-        """(N, C) -> one `(b, T_k, C)` per bucket."""
+        """(P, C) -> one `(b, T_k, C)` per bucket."""
         parts = x.index_select(0, self.token_of_slot).split([b * t for b, t in self.shapes])
         return [part.view(b, t, -1) for part, (b, t) in zip(parts, self.shapes)]
 
     def from_buckets(self, xs: list[Tensor]) -> Tensor:
-        """One `(b, T_k, C)` per bucket -> (N, C)."""
+        """One `(b, T_k, C)` per bucket -> (P, C)."""
         return torch.cat([x.flatten(0, 1) for x in xs]).index_select(0, self.slot_of_token)
 
 
@@ -331,7 +354,7 @@ class BertModel(PreTrainedMixin, nn.Module):
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys to attend to
             if self.config.unpad:
-                padding = Padding(attention_mask)
+                padding = Padding(attention_mask, pack_multiple(input_ids.device))
                 input_ids, token_type_ids, position_ids = (
                     padding.unpad(t) for t in (input_ids, token_type_ids, position_ids)
                 )

@@ -5,7 +5,8 @@ unanswerable windows (v2, or v1 windows that miss the answer) labelled at [CLS].
 window of an example before it can pick that example's answer, so the eval steps only collect logits;
 the epoch end gathers them from every rank, runs the datamodule's `postprocess` and `evaluate`, logs
 `stage/<official key>` (0-100, as the official scripts) and writes `predictions.json` (+ `null_odds.json`
-for v2) into `trainer.default_root_dir`.
+for v2) into `trainer.default_root_dir`. Predict (mode=predict) does the same without scoring, for a file
+whose answers are unknown.
 
 DDP: each rank collects its own rows; `gather_objects` hands every rank all of them, and every rank
 scores the same rows (a repeat from the distributed sampler's padding is harmless: `postprocess` keys
@@ -107,7 +108,7 @@ class QuestionAnsweringTask(BertTask):
             return
         dm = self.trainer.datamodule  # type: ignore[attr-defined]
         predictions, null_odds = dm.postprocess(
-            stage,  # the datamodule names its splits "val" and "test", as the stages
+            stage,  # the datamodule names its splits "val", "test" and "predict", as the stages
             pad_cat([r[1] for r in rows]),
             pad_cat([r[2] for r in rows]),
             feature_index=torch.cat([r[0] for r in rows]),
@@ -115,9 +116,10 @@ class QuestionAnsweringTask(BertTask):
             max_answer_length=self.max_answer_length,
             null_score_diff_threshold=self.null_score_diff_threshold,
         )
-        scores = dm.evaluate(stage, predictions, null_odds if self.version == 2 else None)
-        # identical on every rank (same rows, same code), so the all-reduced mean is the value itself
-        self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, sync_dist=True)
+        if stage != "predict":  # predict has no answers to score against (and Lightning forbids logging)
+            scores = dm.evaluate(stage, predictions, null_odds if self.version == 2 else None)
+            # identical on every rank (same rows, same code), so the all-reduced mean is the value itself
+            self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, sync_dist=True)
         if self.trainer.is_global_zero:
             self._write(Path(self.trainer.default_root_dir), predictions, null_odds)
 
@@ -141,6 +143,15 @@ class QuestionAnsweringTask(BertTask):
 
     def on_test_epoch_end(self) -> None:
         self._finish("test")
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._collect(batch)
+
+    def on_predict_epoch_end(self) -> None:
+        self._finish("predict")
+
+    def on_predict_epoch_start(self) -> None:
+        self.collected = []
 
     def on_validation_epoch_start(self) -> None:
         self.collected = []  # rows left by an interrupted epoch must not leak into this one
