@@ -90,12 +90,16 @@ class QuestionAnsweringTask(BertTask):
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------------
-    def _collect(self, batch: dict[str, Tensor]) -> None:
+    def _collect(self, batch: dict[str, Tensor]) -> Rows:
         """Keep this batch's logits on the CPU (float32) until the epoch end, by feature index."""
         start, end = self(batch)
-        self.collected.append(
-            (batch["feature_index"].detach().cpu(), start.detach().float().cpu(), end.detach().float().cpu())
+        row = (
+            batch["feature_index"].detach().cpu(),
+            start.detach().float().cpu(),
+            end.detach().float().cpu(),
         )
+        self.collected.append(row)
+        return row
 
     def _finish(self, stage: str) -> None:
         """Gather every rank's rows, pick each question's answer, log the scores and write the files."""
@@ -144,8 +148,9 @@ class QuestionAnsweringTask(BertTask):
     def on_test_epoch_end(self) -> None:
         self._finish("test")
 
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Rows:
+        # the answers are written at the epoch end; the rows are returned only for trainer.predict callers
+        return self._collect(batch)
 
     def on_predict_epoch_end(self) -> None:
         self._finish("predict")
