@@ -536,9 +536,9 @@ class _Split:
     stats: ReadStats = field(default_factory=ReadStats)
 
 
-def _file_key(split: str) -> str:
-    """The data config key that names a split's file (predict reads `test_file`)."""
-    return "test_file" if split == "predict" else f"{split}_file"
+def _source(split: str) -> str:
+    """The configured split a split reads: predict reads test's file and articles (without answers)."""
+    return "test" if split == "predict" else split
 
 
 class SquadDataModule(LazyTokenizer, LightningDataModule):
@@ -580,13 +580,8 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
                 f"max_query_length {max_query_length} + 3 special tokens must be < max_seq_length {max_seq_length}"
             )
         self.version = version
-        self.files = {"train": train_file, "val": val_file, "test": test_file, "predict": test_file}
-        self.articles = {
-            "train": train_articles,
-            "val": val_articles,
-            "test": test_articles,
-            "predict": test_articles,
-        }
+        self.files = {"train": train_file, "val": val_file, "test": test_file}
+        self.articles = {"train": train_articles, "val": val_articles, "test": test_articles}
         self.hub_name = hub_name
         self._tokenizer_source = tokenizer
         self.max_seq_length, self.doc_stride, self.max_query_length = (
@@ -600,11 +595,13 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
 
     # -- reading -----------------------------------------------------------------------------------
     def _has(self, split: str) -> bool:
-        return self.files[split] is not None or (self.hub_name is not None and split in self.HUB_SPLITS)
+        return self.files[_source(split)] is not None or (
+            self.hub_name is not None and split in self.HUB_SPLITS
+        )
 
     def _load(self, split: str) -> _Split:
         """Read, cap and window one split."""
-        path, articles = self.files[split], self.articles[split]
+        path, articles = self.files[_source(split)], self.articles[_source(split)]
         if path is not None:
             examples, stats = read_squad_file(
                 path,
@@ -617,7 +614,7 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
                 self.hub_name, self.HUB_SPLITS[split], version=self.version, articles=articles
             )
         else:
-            raise ValueError(f"no {split} data: set data.{_file_key(split)} (or hub_name for train/val)")
+            raise ValueError(f"no {split} data: set data.{_source(split)}_file (or hub_name for train/val)")
         cap = self.max_train_examples if split == "train" else self.max_eval_examples
         if cap is not None:
             examples = examples[:cap]
@@ -642,7 +639,7 @@ class SquadDataModule(LazyTokenizer, LightningDataModule):
         if split not in self.splits:
             self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
         if split not in self.splits:
-            raise ValueError(f"no {split} data: set data.{_file_key(split)} (or hub_name for train/val)")
+            raise ValueError(f"no {split} data: set data.{_source(split)}_file (or hub_name for train/val)")
         return self.splits[split]
 
     @property

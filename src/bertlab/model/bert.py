@@ -89,7 +89,7 @@ class Padding:
         device = attention_mask.device
         flat = attention_mask.flatten()
         self.real = flat.nonzero().squeeze(1)  # (N,)
-        self.num_real = n_real = self.real.numel()
+        n_real = self.real.numel()
         fill = min(-(-n_real // multiple) * multiple, flat.numel()) - n_real
         self.indices = self.real
         if fill > 0:
@@ -127,7 +127,7 @@ class Padding:
     def pad(self, x: Tensor) -> Tensor:
         """(P, ...) -> (B, T, ...), zeros at padded positions (fillers dropped)."""
         out = x.new_zeros((self.batch * self.length, *x.shape[1:]))
-        real = x[: self.num_real]
+        real = x[: self.real.numel()]  # the fillers come after the real rows
         return out.index_copy(0, self.real, real).view(self.batch, self.length, *x.shape[1:])
 
     def to_buckets(self, x: Tensor) -> list[Tensor]:
