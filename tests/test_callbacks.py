@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from bertlab.callbacks import ProgressLog, batch_examples, clock
+from tests.tiny import quiet_trainer
 
 VAL_SLEEP = 0.4  # seconds per validation batch: far longer than the training steps
 
@@ -54,16 +55,7 @@ class Tiny(L.LightningModule):
 
 
 def fit(tmp_path, callback: ProgressLog, epochs: int = 2) -> L.Trainer:
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(max_epochs=epochs, callbacks=[callback], default_root_dir=tmp_path)
     trainer.fit(Tiny())
     return trainer
 

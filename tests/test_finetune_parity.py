@@ -35,7 +35,7 @@ from bertlab.model import BertForSequenceClassification
 from bertlab.model.convert import read_config
 from bertlab.tasks.classification import SequenceClassificationTask
 from bertlab.tasks.schedule import warmup_linear
-from tests.tiny import padded_batch, tiny_config
+from tests.tiny import padded_batch, quiet_trainer, tiny_config
 
 STEPS, BATCH, MAX_LENGTH = 20, 8, 64
 LR, BETAS, EPS, WEIGHT_DECAY, WARMUP_RATIO, CLIP = 1e-4, (0.9, 0.999), 1e-6, 0.01, 0.1, 1.0
@@ -100,18 +100,8 @@ def bertlab_losses(
     )
     head = {k: v.clone() for k, v in module.model.classifier.state_dict().items()}
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        precision="32-true",
-        max_steps=STEPS,
-        gradient_clip_val=CLIP,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        callbacks=[recorder],
+    trainer = quiet_trainer(
+        precision="32-true", max_steps=STEPS, gradient_clip_val=CLIP, callbacks=[recorder]
     )
     # batch_size=None: the loader hands over the prepared batches as they are, in order
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None, shuffle=False))

@@ -19,7 +19,7 @@ from bertlab.model.config import BertConfig
 from bertlab.run import main
 from bertlab.tasks.ner import FEATURES, BertFeatureTagger, FeatureNERTask, feature_layers
 from tests.hydra_helpers import compose_cfg
-from tests.tiny import padded_batch
+from tests.tiny import padded_batch, quiet_trainer
 
 TINY = [
     "model=bert_tiny",
@@ -210,16 +210,7 @@ def test_feature_encoder_stays_frozen_while_the_bilstm_trains(conll: Path, minil
         batch_size=8,
     )
     probe = ModeProbe()
-    trainer = L.Trainer(
-        max_steps=3,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[probe],
-        accelerator="cpu",
-    )
+    trainer = quiet_trainer(max_steps=3, limit_val_batches=0, callbacks=[probe])
     trainer.fit(task, datamodule=dm)
     assert probe.modes == [(False, True)] * 3
     after = task.model.state_dict()

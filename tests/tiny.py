@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import lightning as L
 import torch
 
 from bertlab.model import BertConfig
@@ -24,3 +27,20 @@ def padded_batch(seed: int = 0, batch: int = BATCH, length: int = LENGTH, vocab:
     ids = ids.masked_fill(mask == 0, 0)
     types = torch.randint(0, 2, (batch, length), generator=g) * mask
     return ids, mask, types
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    """A CPU Trainer that writes and prints nothing of its own: no logger, checkpoint, progress bar,
+    model summary or sanity validation; `kwargs` add to or override these."""
+    return L.Trainer(
+        **{
+            "accelerator": "cpu",
+            "devices": 1,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "num_sanity_val_steps": 0,
+        }
+        | kwargs
+    )
