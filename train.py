@@ -7,7 +7,11 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from bertlab import resolvers
+from bertlab.renamed import renamed_error
 from bertlab.run import main
+
+resolvers.register()  # ${labels:...} in conf/task/ resolves inside the app
 
 
 def finish_wandb(exit_code: int) -> None:
@@ -31,4 +35,9 @@ def app(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # before Hydra parses: an old option name would otherwise fail as an unknown key, or be added by `+`
+    error = renamed_error(sys.argv[1:])
+    if error:
+        print(error, file=sys.stderr)
+        sys.exit(2)
     app()

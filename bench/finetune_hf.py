@@ -8,7 +8,7 @@ padding, dropout 0.1, dev batch 64. transformers' own tokenizer, model (default 
 (cross-entropy; MSE for STS-B) in a plain torch loop (transformers' `Trainer` needs `accelerate`, which
 this project does not install). Prints dev metrics, wall time and training examples/s.
 
-    python bench/finetune_hf.py --task sst2 --model <folder> --epochs 1 [--bf16] [--max-train-samples N]
+    python bench/finetune_hf.py --task sst2 --model <folder> --epochs 1 [--bf16] [--max-train-examples N]
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def main() -> None:
     parser.add_argument("--warmup-ratio", type=float, default=0.1)
     parser.add_argument("--weight-decay", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--max-train-samples", type=int, default=None, help="first N training rows")
-    parser.add_argument("--max-eval-samples", type=int, default=None, help="first N dev rows")
+    parser.add_argument("--max-train-examples", type=int, default=None, help="first N training rows")
+    parser.add_argument("--max-eval-examples", type=int, default=None, help="first N dev rows")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (bertlab's CPU default)")
     args = parser.parse_args()
 
@@ -158,9 +158,9 @@ def main() -> None:
     folder = args.data / "glue" / task.folder
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
     train = encode(
-        tokenizer, *read_tsv(folder / "train.tsv", task, args.max_train_samples), args.max_seq_length
+        tokenizer, *read_tsv(folder / "train.tsv", task, args.max_train_examples), args.max_seq_length
     )
-    dev = encode(tokenizer, *read_tsv(folder / "dev.tsv", task, args.max_eval_samples), args.max_seq_length)
+    dev = encode(tokenizer, *read_tsv(folder / "dev.tsv", task, args.max_eval_examples), args.max_seq_length)
     if not task.labels:  # regression targets are float tensors
         for f in (*train, *dev):
             f["labels"] = float(f["labels"])

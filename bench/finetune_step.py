@@ -33,10 +33,12 @@ import torch.nn.functional as F
 import transformers
 from torch import nn
 
-from bertlab.data.glue import collate_glue, encode_pairs, read_glue_split
+from bertlab.data.glue import collate_glue, encode_pairs
+from bertlab.data.glue_files import read_glue_split
 from bertlab.data.tokenizer import load_tokenizer
 from bertlab.model import BertConfig, BertForSequenceClassification
-from bertlab.model.convert import load_state, read_config
+from bertlab.model.checkpoint import read_model_config
+from bertlab.model.convert import load_state
 from bertlab.tasks.base import no_decay
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -79,7 +81,7 @@ def build_models(size: str, folder: Path) -> tuple[transformers.BertForSequenceC
         ref = transformers.BertForSequenceClassification.from_pretrained(folder, num_labels=2)
         ref.classifier.load_state_dict(ours.classifier.state_dict())
     else:
-        config = BertConfig.from_dict(read_config(folder).to_dict() | BASE)
+        config = BertConfig.from_dict(read_model_config(folder).to_dict() | BASE)
         torch.manual_seed(0)
         ref = transformers.BertForSequenceClassification(
             transformers.BertConfig(**config.to_dict(), num_labels=2)

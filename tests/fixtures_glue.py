@@ -115,7 +115,7 @@ def write_mnli(
             rows.append([*cols, *annot, gold])
             written.append((s1, s2, gold))
         _write(folder / f"dev_{split}.tsv", MNLI_DEV_HEADER, rows)
-        out.rows[f"validation_{split}"] = written
+        out.rows[f"val_{split}"] = written
 
         rows, written = [], []
         for i in range(n_test):
@@ -147,7 +147,7 @@ def write_qqp(
     rng = random.Random(1)
     out = Written(root)
     folder = root / "QQP"
-    for split, n, fname in (("train", n_train, "train.tsv"), ("validation", n_dev, "dev.tsv")):
+    for split, n, fname in (("train", n_train, "train.tsv"), ("val", n_dev, "dev.tsv")):
         rows, written, lines = [], [], []
         for i in range(n):
             q1, q2 = rng.choice(_SENTENCES), rng.choice(_SENTENCES)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -59,7 +60,7 @@ def test_wandb_logger_is_offline_by_default(tmp_path: Path) -> None:
 def test_experiments_compose(tmp_path: Path, name: str) -> None:
     cfg = compose_cfg([f"experiment={name}", "pretrained=some/phase1/export"], tmp_path)
     assert cfg.model.hidden_size == 768 and cfg.task.module.scheduler.warmup_steps == 10000
-    assert cfg.data.max_seq_len == (128 if name.endswith("1") else 512)
+    assert cfg.data.max_seq_length == (128 if name.endswith("1") else 512)
 
 
 def test_unknown_config_name_fails_with_the_choices(tmp_path: Path) -> None:
@@ -78,3 +79,73 @@ def test_cli_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "Could not find 'task/nosuchtask'" in proc.stderr
     assert "Available options" in proc.stderr and "pretrain" in proc.stderr
+
+
+def test_model_presets_hold_only_their_sizes() -> None:
+    """The shared fields live once in model/_bert.yaml; a preset says its four sizes and nothing else."""
+    sizes = {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}
+    for name in MODELS:
+        preset = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
+        assert set(preset) == sizes | {"defaults"}, name
+
+
+@pytest.mark.parametrize(("task", "lr"), [("pretrain", 1e-4), ("rte", 2e-5), ("conll2003", 5e-5)])
+def test_optimizer_group_keeps_each_tasks_lr(tmp_path: Path, task: str, lr: float) -> None:
+    adamw = compose_cfg([f"task={task}"], tmp_path).task.module.optimizer
+    lamb = compose_cfg([f"task={task}", "optimizer=lamb"], tmp_path).task.module.optimizer
+    assert (adamw._target_, adamw.lr, adamw.fused) == ("torch.optim.AdamW", lr, True)
+    assert (lamb._target_, lamb.lr, lamb.weight_decay) == ("pytorch_optimizer.Lamb", lr, 0.01)
+    assert "fused" not in lamb  # AdamW's kernel switch; Lamb would swallow it silently (**kwargs)
+    cli = compose_cfg([f"task={task}", "optimizer=lamb", "task.module.optimizer.lr=3e-3"], tmp_path)
+    assert cli.task.module.optimizer.lr == 3e-3
+
+
+def test_lamb_trains_a_few_steps(tmp_path: Path) -> None:
+    """optimizer=lamb as composed reaches BertTask.configure_optimizers and lowers the loss."""
+    from pytorch_optimizer import Lamb
+
+    from tests.tiny import TinyClassifierTask, labelled_batches, quiet_trainer, tiny_config
+
+    cfg = compose_cfg(["optimizer=lamb", "task.module.optimizer.lr=1e-2"], tmp_path)
+    config = tiny_config(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).to_dict()
+    module = TinyClassifierTask(
+        config,
+        optimizer=instantiate(cfg.task.module.optimizer),
+        scheduler=instantiate(cfg.task.module.scheduler),
+    )
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    batch = labelled_batches(1)
+    trainer = quiet_trainer(max_steps=6)
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batch * 6, batch_size=None))
+    optimizer = trainer.optimizers[0]
+    assert isinstance(optimizer, Lamb) and "fused" not in optimizer.defaults
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.01, 0.0]
+    assert optimizer.defaults["weight_decouple"] is False  # decay inside the trust-ratio update (the paper)
+    assert len(module.losses) == 6 and module.losses[-1] < module.losses[0] - 0.05, module.losses
+    assert all(not torch.equal(p, before[n]) for n, p in module.named_parameters())
+
+
+def test_renamed_option_is_one_line_error(tmp_path: Path) -> None:
+    """An old option name stops train.py before Hydra with one line naming the new key (exit status 2)."""
+    proc = subprocess.run(
+        [sys.executable, "train.py", "data.max_seq_len=64", f"hydra.run.dir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "error: data.max_seq_len was renamed to data.max_seq_length\n"
+    assert proc.stdout == "" and not list(tmp_path.iterdir())
+
+
+def test_renamed_error_forms() -> None:
+    from bertlab.renamed import RENAMED_KEYS, renamed_error
+
+    assert RENAMED_KEYS["data.max_seq_len"] == "data.max_seq_length"
+    line = "error: data.max_seq_len was renamed to data.max_seq_length"
+    for arg in ("data.max_seq_len=64", "+data.max_seq_len=64", "++data.max_seq_len=64", "~data.max_seq_len"):
+        assert renamed_error(["task=rte", arg]) == line, arg
+    assert renamed_error(["data.max_seq_length=64", "-m", "--cfg", "job", "model=bert_base"]) is None
+    # every new name is a name nobody renamed again
+    assert not set(RENAMED_KEYS.values()) & set(RENAMED_KEYS)

@@ -29,10 +29,12 @@ import torch
 import transformers
 from torch.utils.data import DataLoader
 
-import bertlab.model.bert as bert
-from bertlab.data.glue import collate_glue, encode_pairs, read_glue_split
+import bertlab.model.unpad as unpadding
+from bertlab.data.glue import collate_glue, encode_pairs
+from bertlab.data.glue_files import read_glue_split
+from bertlab.data.glue_tasks import get_task
 from bertlab.model import BertForSequenceClassification
-from bertlab.model.convert import read_config
+from bertlab.model.checkpoint import read_model_config
 from bertlab.tasks.classification import SequenceClassificationTask
 from bertlab.tasks.schedule import warmup_linear
 from tests.tiny import padded_batch, quiet_trainer, tiny_config
@@ -85,12 +87,12 @@ def bertlab_losses(
 ) -> tuple[list[float], SequenceClassificationTask, dict[str, torch.Tensor]]:
     """Per-step losses of the real task module under a Lightning Trainer, the trained module, and the
     classifier head it started from."""
-    config = read_config(minilm_dir).to_dict() | NO_DROPOUT
+    config = read_model_config(minilm_dir).to_dict() | NO_DROPOUT
     torch.manual_seed(0)  # the fresh classifier head
     module = SequenceClassificationTask(
         model_config=config,
         task=task,
-        num_labels=1 if task == "stsb" else 2,
+        label_names=list(get_task(task).labels),  # [] for STS-B: one regression output
         pretrained=str(minilm_dir),
         # the recipe of conf/task/_finetune.yaml, lr raised so that drift shows
         optimizer=partial(
@@ -171,30 +173,30 @@ def test_finetuning_matches_transformers_loop(
 
 def test_packed_rows_are_rounded_only_under_cpu_autocast() -> None:
     cpu = torch.device("cpu")
-    assert bert.pack_multiple(cpu) == 1
+    assert unpadding.pack_multiple(cpu) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert bert.pack_multiple(cpu) == bert.PACK_MULTIPLE
+        assert unpadding.pack_multiple(cpu) == unpadding.PACK_MULTIPLE
 
 
 def test_length_buckets_group_the_sorted_batch() -> None:
     lengths = [5, 0, 3, 5, 7, 1, 3]
-    assert bert.length_buckets(lengths, bucket_cost=0) == [[5], [2, 6], [0, 3], [4]]  # one per length
-    assert bert.length_buckets(lengths, bucket_cost=10**9) == [[5, 2, 6, 0, 3, 4]]  # one grid
+    assert unpadding.length_buckets(lengths, bucket_cost=0) == [[5], [2, 6], [0, 3], [4]]  # one per length
+    assert unpadding.length_buckets(lengths, bucket_cost=10**9) == [[5, 2, 6, 0, 3, 4]]  # one grid
     # three long rows among short ones: two buckets instead of 32 x 128²
-    assert bert.length_buckets([128] * 3 + [20] * 29) == [list(range(3, 32)), [0, 1, 2]]
-    assert bert.length_buckets([0, 0]) == []
+    assert unpadding.length_buckets([128] * 3 + [20] * 29) == [list(range(3, 32)), [0, 1, 2]]
+    assert unpadding.length_buckets([0, 0]) == []
 
 
 @pytest.mark.parametrize("multiple", [1, 7, 64, 10_000])
 def test_bucketed_attention_equals_padded_grid(monkeypatch: pytest.MonkeyPatch, multiple: int) -> None:
     """Outputs and gradients with one bucket per distinct length equal the padded path's, with the packed
     rows rounded up by filler rows (7: some fillers; 64, 10000: every padding position is one)."""
-    monkeypatch.setattr(bert, "length_buckets", partial(bert.length_buckets, bucket_cost=0))
-    monkeypatch.setattr(bert, "pack_multiple", lambda device: multiple)
+    monkeypatch.setattr(unpadding, "length_buckets", partial(unpadding.length_buckets, bucket_cost=0))
+    monkeypatch.setattr(unpadding, "pack_multiple", lambda device: multiple)
     ids, mask, types = padded_batch(seed=11, length=11)
     mask[3, 1:] = 0  # a one-token row
     mask[5, 2:6] = 0  # a hole: real tokens need not be contiguous
-    packed = bert.Padding(mask, multiple)
+    packed = unpadding.Padding(mask, multiple)
     rows, real = packed.indices.numel(), int(mask.sum())
     assert rows == min(-(-real // multiple) * multiple, mask.numel())
     assert (rows > real) == (multiple > 1)  # this batch's real count is a multiple of none of 7, 64

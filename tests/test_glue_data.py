@@ -1,25 +1,15 @@
-"""GLUE readers on the real files and on MNLI/QQP fixtures, tokenisation, batches and length grouping."""
+"""GLUE readers on the real files, on MNLI/QQP fixtures and on a faked hub (tests/test_glue_batches.py: batches)."""
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
-import torch
 
 from bertlab.data.errors import DataError
-from bertlab.data.glue import (
-    GLUE_TASKS,
-    GLUEDataModule,
-    SkippedRowsWarning,
-    encode_pairs,
-    get_task,
-    read_glue_split,
-    read_glue_tsv,
-    truncate_pair_lengths,
-)
-from bertlab.data.sampler import LengthGroupedSampler
+from bertlab.data.glue import GLUEDataModule
+from bertlab.data.glue_files import SkippedRowsWarning, read_glue_split, read_glue_tsv
+from bertlab.data.glue_tasks import GLUE_TASKS, get_task
 from tests.fixtures_glue import MNLI_DEV_HEADER, MNLI_TEST_HEADER, MNLI_TRAIN_HEADER, write_mnli, write_qqp
 
 # ---------------------------------------------------------------- task specs
@@ -43,12 +33,12 @@ def test_task_specs_cover_glue() -> None:
     assert files == sorted(f"{name}.tsv" for name in official)
     mnli = get_task("MNLI")
     assert mnli.labels == ("contradiction", "entailment", "neutral")
-    assert mnli.val_split_names == ["validation_matched", "validation_mismatched"]
+    assert mnli.val_split_names == ["val_matched", "val_mismatched"]
     assert mnli.test_split_names == ["test_matched", "test_mismatched"]
     assert get_task("rte").labels == get_task("qnli").labels == ("entailment", "not_entailment")
     stsb = get_task("STS-B")
     assert stsb.is_regression and stsb.num_labels == 1 and stsb.main_metric == "spearmanr"
-    assert get_task("sst-2") is get_task("sst2") and get_task("cola").val_split_names == ["validation"]
+    assert get_task("sst-2") is get_task("sst2") and get_task("cola").val_split_names == ["val"]
     assert {t.hub_config for t in GLUE_TASKS.values()} == set(GLUE_TASKS)
 
 
@@ -63,24 +53,24 @@ def test_unknown_task_lists_valid_names() -> None:
 
 OFFICIAL_COUNTS = [
     ("cola", "train", 8551),
-    ("cola", "validation", 1043),
+    ("cola", "val", 1043),
     ("cola", "test", 1063),
     ("sst2", "train", 67349),
-    ("sst2", "validation", 872),
+    ("sst2", "val", 872),
     ("sst2", "test", 1821),
     ("mrpc", "train", 3668),
-    ("mrpc", "validation", 408),
+    ("mrpc", "val", 408),
     ("mrpc", "test", 1725),
     ("stsb", "train", 5749),
-    ("stsb", "validation", 1500),
+    ("stsb", "val", 1500),
     ("stsb", "test", 1379),
     ("rte", "train", 2490),
-    ("rte", "validation", 277),
+    ("rte", "val", 277),
     ("rte", "test", 3000),
     ("wnli", "train", 635),
-    ("wnli", "validation", 71),
+    ("wnli", "val", 71),
     ("wnli", "test", 146),
-    ("qnli", "validation", 5463),
+    ("qnli", "val", 5463),
     ("qnli", "test", 5463),
 ]
 
@@ -103,22 +93,22 @@ def test_real_first_rows(shared_data: Path) -> None:
     assert cola.labels[0] == 1  # type: ignore[index]
     cola_test = read_glue_split("cola", "test", glue, None)  # this one has a header
     assert cola_test.text_a[0] == "Bill whistled past the house."
-    sst = read_glue_split("sst2", "validation", glue, None)
+    sst = read_glue_split("sst2", "val", glue, None)
     assert sst.text_a[0] == "it 's a charming and often affecting journey . " and sst.labels[:2] == [1, 0]
     # MRPC starts with a byte-order mark: a reader that keeps it cannot find the "Quality" column
     mrpc = read_glue_split("mrpc", "train", glue, None)
     assert mrpc.text_a[0].startswith('Amrozi accused his brother, whom he called "the witness"')
     assert mrpc.labels[:2] == [1, 0]  # type: ignore[index]
     # an unbalanced opening quote stays as written and does not swallow the following rows
-    dev = read_glue_split("mrpc", "validation", glue, None)
+    dev = read_glue_split("mrpc", "val", glue, None)
     assert dev.text_b[0] == '"The foodservice pie business does not fit our long-term growth strategy.'  # type: ignore[index]
     assert dev.text_a[1].startswith("Magnarelli said Racicot")
-    stsb = read_glue_split("stsb", "validation", glue, None)
+    stsb = read_glue_split("stsb", "val", glue, None)
     assert stsb.labels[:2] == [5.0, 4.75] and isinstance(stsb.labels[0], float)  # type: ignore[index]
     assert stsb.text_a[0] == "A man with a hard hat is dancing."
-    rte = read_glue_split("rte", "validation", glue, None)
+    rte = read_glue_split("rte", "val", glue, None)
     assert rte.text_b[0] == "Christopher Reeve had an accident." and rte.labels[0] == 1  # not_entailment  # type: ignore[index]
-    qnli = read_glue_split("qnli", "validation", glue, None)
+    qnli = read_glue_split("qnli", "val", glue, None)
     assert (
         qnli.text_a[0] == "What came into force after the new constitution was herald?"
         and qnli.labels[0] == 0
@@ -148,7 +138,7 @@ def test_mnli_fixture_layout_and_reader(tmp_path: Path) -> None:
     assert (len(MNLI_TRAIN_HEADER), len(MNLI_DEV_HEADER), len(MNLI_TEST_HEADER)) == (12, 16, 10)
 
     names = get_task("mnli").labels
-    for split in ("train", "validation_matched", "validation_mismatched"):
+    for split in ("train", "val_matched", "val_mismatched"):
         data = read_glue_split("mnli", split, tmp_path, hub_name=None)
         rows = written.rows[split]
         assert data.text_a == [r[0] for r in rows] and data.text_b == [
@@ -191,7 +181,7 @@ def test_malformed_row_names_file_and_line(tmp_path: Path) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write("4\t1\t1e\tslate\tonly five\tfields\n")
     with pytest.raises(DataError, match=rf"{path}:6: expected 16 tab-separated fields, found 6"):
-        read_glue_split("mnli", "validation_matched", tmp_path, hub_name=None)
+        read_glue_split("mnli", "val_matched", tmp_path, hub_name=None)
 
 
 def test_bad_label_names_file_and_line(tmp_path: Path) -> None:
@@ -217,7 +207,7 @@ def test_missing_header_column_is_reported(tmp_path: Path) -> None:
     bad = tmp_path / "dev.tsv"
     bad.write_text("\ufeffQuality\t#1 ID\t#2 ID\tString A\tString B\n1\t1\t2\ta\tb\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"dev\.tsv:1: header lacks column\(s\) \['#1 String', '#2 String'\]"):
-        read_glue_tsv("mrpc", bad, "validation")
+        read_glue_tsv("mrpc", bad, "val")
 
 
 # ---------------------------------------------------------------- hub fallback (no network: load_dataset faked)
@@ -269,7 +259,7 @@ def test_hub_labels_are_remapped_by_name(monkeypatch: pytest.MonkeyPatch) -> Non
         return datasets.Dataset.from_dict(table, features=features)
 
     monkeypatch.setattr(datasets, "load_dataset", fake)
-    data = read_glue_split("mnli", "validation_matched", None)
+    data = read_glue_split("mnli", "val_matched", None)
     assert calls == [("nyu-mll/glue", "mnli", "validation_matched")]
     labels = get_task("mnli").labels
     assert [labels[i] for i in data.labels] == hub_names and data.text_b == ["h0", "h1", "h2"]  # type: ignore[union-attr]
@@ -309,210 +299,4 @@ def test_datamodule_falls_back_to_hub(monkeypatch: pytest.MonkeyPatch, minilm_to
         11,
     )  # [CLS] D e . [SEP] G h i j . [SEP]
     dm.setup("predict")
-    assert "labels" not in next(iter(dm.predict_dataloader()[0]))
-
-
-# ---------------------------------------------------------------- tokenisation
-
-
-def _truncate_seq_pair_reference(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
-    """Google BERT's run_classifier._truncate_seq_pair, on lengths."""
-    while len_a + len_b > budget:
-        if len_a > len_b:
-            len_a -= 1
-        else:
-            len_b -= 1
-    return len_a, len_b
-
-
-def test_truncate_pair_lengths_matches_bert() -> None:
-    rng = random.Random(0)
-    cases = [(rng.randint(0, 80), rng.randint(0, 80), rng.randint(1, 100)) for _ in range(3000)]
-    cases += [(10, 10, 7), (10, 10, 8), (3, 50, 10), (50, 3, 10), (0, 0, 0)]
-    for a, b, budget in cases:
-        assert truncate_pair_lengths(a, b, budget) == _truncate_seq_pair_reference(a, b, budget), (
-            a,
-            b,
-            budget,
-        )
-
-
-def test_encode_pairs_is_cls_a_sep_b_sep(minilm_tokenizer) -> None:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_str(minilm_tokenizer.to_str())
-    tok.no_padding()
-    tok.no_truncation()
-    a, b = "The cat sat on the mat.", "A feline rested; unbelievably comfortable!"
-    ids, seg_a = encode_pairs(minilm_tokenizer, [a], [b], 128)
-    ref = tok.encode(a, b)  # the tokenizer's own [CLS] A [SEP] B [SEP] template
-    assert ids[0] == ref.ids and ids[0][0] == 101 and ids[0].count(102) == 2
-    assert [0] * seg_a[0] + [1] * (len(ids[0]) - seg_a[0]) == ref.type_ids
-    ea, eb = tok.encode(a, add_special_tokens=False).ids, tok.encode(b, add_special_tokens=False).ids
-    assert ids[0] == [101, *ea, 102, *eb, 102]
-    # longest-first truncation as BERT's _truncate_seq_pair; the caller's tokenizer keeps its padding
-    short, seg = encode_pairs(minilm_tokenizer, [a], [b], 9)
-    la, lb = _truncate_seq_pair_reference(len(ea), len(eb), 6)
-    assert short[0] == [101, *ea[:la], 102, *eb[:lb], 102] and seg[0] == la + 2
-    single, seg = encode_pairs(minilm_tokenizer, [b], None, 5)
-    assert single[0] == [101, *eb[:3], 102] and seg == [5]
-    # a tokenizer that pads and truncates (as checkpoint tokenizer.json files often do) gives the same
-    # ids, and keeps its settings
-    padded = Tokenizer.from_str(minilm_tokenizer.to_str())
-    padded.enable_padding(length=128)
-    padded.enable_truncation(max_length=6)
-    assert encode_pairs(padded, [a], [b], 128) == (ids, seg_a)
-    assert padded.padding is not None and padded.truncation is not None
-
-
-# ---------------------------------------------------------------- DataModule batches
-
-
-def _lengths(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return batch["attention_mask"].sum(1)
-
-
-def test_datamodule_batches_rte(shared_data: Path, minilm_tokenizer) -> None:
-    dm = GLUEDataModule(
-        task="rte",
-        data_dir=str(shared_data / "glue"),
-        tokenizer=minilm_tokenizer,
-        max_seq_length=64,
-        batch_size=8,
-        eval_batch_size=16,
-        max_train_samples=40,
-        max_eval_samples=20,
-    )
-    assert (dm.num_labels, dm.label_names, dm.is_regression) == (2, ["entailment", "not_entailment"], False)
-    assert dm.val_split_names == ["validation"] and dm.test_split_names == ["test"]
-    dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "labels", "idx"}
-    B, T = batch["input_ids"].shape
-    assert B == 8 and T <= 64
-    for key in ("input_ids", "token_type_ids", "attention_mask", "labels", "idx"):
-        assert batch[key].dtype == torch.long, key
-    assert batch["labels"].shape == batch["idx"].shape == (8,)
-    lengths = _lengths(batch)
-    assert int(lengths.max()) == T  # padded to the longest in the batch, not to max_seq_length
-    ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
-    assert torch.equal(mask, (torch.arange(T) < lengths[:, None]).long())
-    assert bool((ids[mask == 0] == 0).all()) and bool((types[mask == 0] == 0).all())
-    for r in range(B):
-        n = int(lengths[r])
-        row = ids[r, :n].tolist()
-        assert row[0] == 101 and row[-1] == 102 and row.count(102) == 2
-        first_sep = row.index(102)
-        assert types[r, : first_sep + 1].sum() == 0 and bool((types[r, first_sep + 1 : n] == 1).all())
-    # an epoch visits each of the 40 training rows once
-    seen = torch.cat([b["idx"] for b in dm.train_dataloader()])
-    assert sorted(seen.tolist()) == list(range(40))
-    val = dm.val_dataloader()
-    vb = next(iter(val))
-    assert vb["input_ids"].shape[0] == 16 and vb["idx"].tolist() == list(range(16))  # file order
-    dm.setup("predict")
-    (pred,) = dm.predict_dataloader()
-    pb = next(iter(pred))
-    assert "labels" not in pb and pb["idx"].tolist() == list(range(16))
-
-
-def test_datamodule_stsb_float_labels(shared_data: Path, minilm_tokenizer) -> None:
-    dm = GLUEDataModule(
-        task="stsb",
-        data_dir=str(shared_data / "glue"),
-        tokenizer=minilm_tokenizer,
-        max_eval_samples=10,
-        eval_batch_size=10,
-    )
-    assert dm.num_labels == 1 and dm.is_regression and dm.label_names == []
-    dm.setup("validate")
-    batch = next(iter(dm.val_dataloader()))
-    assert batch["labels"].dtype == torch.float32
-    assert batch["labels"][:2].tolist() == [5.0, 4.75]
-
-
-def test_datamodule_mnli_loaders(tmp_path: Path, minilm_tokenizer) -> None:
-    written = write_mnli(tmp_path)
-    dm = GLUEDataModule(
-        task="mnli",
-        data_dir=str(tmp_path),
-        tokenizer=minilm_tokenizer,
-        batch_size=4,
-        hub_name=None,
-        max_seq_length=32,
-    )
-    assert dm.val_split_names == ["validation_matched", "validation_mismatched"]
-    assert dm.test_split_names == ["test_matched", "test_mismatched", "ax"]
-    dm.setup(None)
-    val, test, pred = dm.val_dataloader(), dm.test_dataloader(), dm.predict_dataloader()
-    assert isinstance(val, list) and len(val) == 2 and isinstance(test, list) and len(test) == 2
-    assert [len(loader.dataset) for loader in pred] == [10, 10, 7]
-    labels = torch.cat([b["labels"] for b in val[1]])
-    names = dm.label_names
-    assert [names[i] for i in labels.tolist()] == [r[2] for r in written.rows["validation_mismatched"]]
-    assert max(int(_lengths(b).max()) for b in dm.train_dataloader()) <= 32
-
-
-def test_datamodule_accepts_tokenizer_path(tmp_path: Path, minilm_dir: Path) -> None:
-    write_qqp(tmp_path, malformed=False)
-    dm = GLUEDataModule(
-        task="qqp", data_dir=str(tmp_path), tokenizer=str(minilm_dir), batch_size=5, hub_name=None
-    )
-    assert dm.hparams["tokenizer"] == str(minilm_dir) and dm.hparams["task"] == "qqp"
-    dm.setup("fit")
-    assert next(iter(dm.train_dataloader()))["input_ids"].shape[0] == 5
-
-
-# ---------------------------------------------------------------- length-grouped batching
-
-
-def test_length_grouped_sampler_covers_every_index_once() -> None:
-    rng = random.Random(0)
-    lengths = [rng.randint(5, 128) for _ in range(1003)]
-    sampler = LengthGroupedSampler(lengths, batch_size=16, mega_batch_mult=8, seed=3)
-    first = list(sampler)
-    assert sorted(first) == list(range(1003)) and len(sampler) == 1003
-    assert list(sampler) == first  # same epoch, same order
-    sampler.set_epoch(1)
-    assert list(sampler) != first and sorted(sampler) == list(range(1003))
-    # batches hold similar lengths: far less spread than random batches of the same data
-    spread = [max(b) - min(b) for b in ([lengths[i] for i in first[k : k + 16]] for k in range(0, 1003, 16))]
-    random_order = rng.sample(range(1003), 1003)
-    random_spread = [
-        max(b) - min(b) for b in ([lengths[i] for i in random_order[k : k + 16]] for k in range(0, 1003, 16))
-    ]
-    assert sum(spread) / len(spread) < 0.2 * sum(random_spread) / len(random_spread)
-    # batch order is shuffled, not sorted by length
-    firsts = [lengths[first[k]] for k in range(0, 1003 - 16, 16)]
-    assert firsts != sorted(firsts, reverse=True)
-
-
-def test_length_grouped_sampler_splits_across_ranks() -> None:
-    rng = random.Random(1)
-    lengths = [rng.randint(1, 64) for _ in range(250)]
-    ranks = [
-        list(LengthGroupedSampler(lengths, batch_size=8, seed=0, num_replicas=2, rank=r)) for r in range(2)
-    ]
-    assert len(ranks[0]) == len(ranks[1]) == 125
-    assert set(ranks[0]) | set(ranks[1]) == set(range(250)) and not set(ranks[0]) & set(ranks[1])
-    for k in range(0, 120, 8):  # the same step on both ranks draws from one length group
-        both = [lengths[i] for r in ranks for i in r[k : k + 8]]
-        assert max(both) - min(both) <= 16
-
-
-def test_datamodule_group_by_length(shared_data: Path, minilm_tokenizer) -> None:
-    dm = GLUEDataModule(
-        task="sst2",
-        data_dir=str(shared_data / "glue"),
-        tokenizer=minilm_tokenizer,
-        batch_size=10,
-        group_by_length=True,
-        max_train_samples=600,
-    )
-    dm.setup("fit")
-    loader = dm.train_dataloader()
-    assert isinstance(loader.sampler, LengthGroupedSampler)
-    batches = list(loader)
-    assert sorted(torch.cat([b["idx"] for b in batches]).tolist()) == list(range(600))
-    pad_fraction = sum(float((b["attention_mask"] == 0).float().mean()) for b in batches) / len(batches)
-    assert pad_fraction < 0.1  # grouped batches carry little padding (random batches: about half)
+    assert "labels" not in next(iter(dm.predict_dataloader()))

@@ -1,4 +1,4 @@
-"""GLUE metrics against sklearn/scipy, main-metric names, and submission files."""
+"""GLUE metrics against sklearn/scipy, main-metric names (the task table), and submission files (data/)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,15 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
-from bertlab.data.glue import GLUE_TASKS, get_task, read_glue_split
-from bertlab.metrics.glue import (
-    MAIN_METRIC,
-    glue_metrics,
-    main_metric,
-    predictions_from_logits,
-    write_submission,
-)
+from bertlab.data.glue_files import read_glue_split, write_submission
+from bertlab.data.glue_tasks import GLUE_TASKS, MAIN_METRIC, get_task, main_metric
+from bertlab.metrics.glue import glue_metrics, predictions_from_logits
+
+
+def task_metrics(task: str, prefix: str | None = None):
+    """The metrics of a GLUE task, as the task module builds them from the task table."""
+    spec = get_task(task)
+    return glue_metrics(spec.metrics, spec.num_labels, prefix=prefix)
 
 
 def _update_in_batches(
@@ -29,7 +30,7 @@ def _update_in_batches(
 
 
 def test_metric_keys_and_main_metrics() -> None:
-    keys = {name: sorted(glue_metrics(name).keys()) for name in GLUE_TASKS}
+    keys = {name: sorted(task_metrics(name).keys()) for name in GLUE_TASKS}
     assert keys == {
         "cola": ["mcc"],
         "sst2": ["acc"],
@@ -53,7 +54,9 @@ def test_metric_keys_and_main_metrics() -> None:
         "wnli": "acc",
     }
     assert main_metric("STS-B") == "spearmanr" and all(MAIN_METRIC[t] in keys[t] for t in GLUE_TASKS)
-    assert sorted(glue_metrics("rte", prefix="val/rte_").keys()) == ["val/rte_acc"]
+    assert sorted(task_metrics("rte", prefix="val/rte_").keys()) == ["val/rte_acc"]
+    with pytest.raises(ValueError, match="unknown GLUE metric 'auc'; choose one of acc, f1, mcc"):
+        glue_metrics(["auc"], 2)
 
 
 def test_classification_metrics_match_sklearn() -> None:
@@ -62,9 +65,9 @@ def test_classification_metrics_match_sklearn() -> None:
     # correlated with the target, so MCC and F1 are far from trivial values
     preds = torch.where(torch.rand(500, generator=g) < 0.7, target, torch.randint(0, 2, (500,), generator=g))
     y, p = target.numpy(), preds.numpy()
-    cola = _update_in_batches(glue_metrics("cola"), preds, target)
+    cola = _update_in_batches(task_metrics("cola"), preds, target)
     assert cola["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p), abs=1e-6)
-    mrpc = _update_in_batches(glue_metrics("mrpc"), preds, target)
+    mrpc = _update_in_batches(task_metrics("mrpc"), preds, target)
     assert mrpc["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=1), abs=1e-6)
     assert mrpc["acc"] == pytest.approx(skm.accuracy_score(y, p), abs=1e-6)
     # F1 is of class 1: swapping the classes changes it
@@ -74,7 +77,7 @@ def test_classification_metrics_match_sklearn() -> None:
     preds3 = torch.where(
         torch.rand(700, generator=g) < 0.5, target3, torch.randint(0, 3, (700,), generator=g)
     )
-    mnli = _update_in_batches(glue_metrics("mnli"), preds3, target3)
+    mnli = _update_in_batches(task_metrics("mnli"), preds3, target3)
     assert mnli["acc"] == pytest.approx(skm.accuracy_score(target3.numpy(), preds3.numpy()), abs=1e-6)
     assert mnli["acc"] != pytest.approx(
         skm.balanced_accuracy_score(target3.numpy(), preds3.numpy()), abs=1e-3
@@ -85,7 +88,7 @@ def test_regression_metrics_match_scipy() -> None:
     g = torch.Generator().manual_seed(1)
     target = torch.randint(0, 26, (400,), generator=g).float() / 5  # 0..5 in steps of 0.2: many ties
     preds = target + torch.randn(400, generator=g)
-    stsb = _update_in_batches(glue_metrics("stsb"), preds, target)
+    stsb = _update_in_batches(task_metrics("stsb"), preds, target)
     assert stsb["pearson"] == pytest.approx(stats.pearsonr(preds.numpy(), target.numpy())[0], abs=1e-5)
     assert stsb["spearmanr"] == pytest.approx(stats.spearmanr(preds.numpy(), target.numpy())[0], abs=1e-5)
     assert stsb["spearmanr"] != pytest.approx(stsb["pearson"], abs=1e-4)
@@ -93,8 +96,8 @@ def test_regression_metrics_match_scipy() -> None:
 
 def test_predictions_from_logits() -> None:
     logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.5]])
-    assert predictions_from_logits(logits, "mnli").tolist() == [1, 0]
-    scores = predictions_from_logits(torch.tensor([[4.2], [0.3]]), "stsb")
+    assert predictions_from_logits(logits, regression=False).tolist() == [1, 0]
+    scores = predictions_from_logits(torch.tensor([[4.2], [0.3]]), regression=True)
     assert scores.shape == (2,) and scores.tolist() == pytest.approx([4.2, 0.3])
 
 

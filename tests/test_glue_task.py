@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from bertlab.data.glue import get_task
-from bertlab.metrics.glue import main_metric
+from bertlab.data.glue_tasks import get_task, main_metric
+from bertlab.renamed import RENAMED_KEYS
 from bertlab.run import main
 from tests.fixtures_glue import write_mnli, write_qqp
 from tests.hydra_helpers import compose_cfg
@@ -67,7 +67,7 @@ def fitted(glue_dir: Path, vocab: Path, tmp_path_factory: pytest.TempPathFactory
         if task not in runs:
             out = tmp_path_factory.mktemp(f"fit_{task}")
             main(compose_cfg([f"task={task}", *TINY, f"tokenizer={vocab}", f"data.data_dir={glue_dir}",
-                              "data.max_train_samples=16", "data.batch_size=16", "data.max_eval_samples=16",
+                              "data.max_train_examples=16", "data.batch_size=16", "data.max_eval_examples=16",
                               "trainer.max_epochs=1"], out))  # fmt: skip
             runs[task] = out
         return runs[task]
@@ -75,11 +75,23 @@ def fitted(glue_dir: Path, vocab: Path, tmp_path_factory: pytest.TempPathFactory
     return fit
 
 
+def test_task_files_name_only_their_task(tmp_path: Path) -> None:
+    """Each conf/task/<glue task>.yaml sets task.name; data, labels and head size follow from it."""
+    for task in TASKS:
+        cfg = compose_cfg([f"task={task}"], tmp_path / task)
+        assert cfg.task.name == cfg.data.task == cfg.task.module.task == task
+        assert list(cfg.task.module.label_names) == list(get_task(task).labels)  # [] for STS-B
+    # the old cap names point at the new ones (train.py stops an old override with that line)
+    for old in ("max_train_samples", "max_eval_samples"):
+        new = RENAMED_KEYS[f"data.{old}"].removeprefix("data.")
+        assert new in cfg.data and old not in cfg.data
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_fast_dev_run_every_task(task: str, glue_dir: Path, vocab: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = compose_cfg([f"task={task}", *TINY, f"tokenizer={vocab}", f"data.data_dir={glue_dir}",
-                       "data.max_train_samples=64", "data.max_eval_samples=64", "trainer.fast_dev_run=true"], out)  # fmt: skip
+                       "data.max_train_examples=64", "data.max_eval_examples=64", "trainer.fast_dev_run=true"], out)  # fmt: skip
     metrics = main(cfg)
     key = f"val/{main_metric(task)}"
     assert key in metrics and math.isfinite(metrics[key]), metrics
@@ -115,9 +127,9 @@ def test_predict_writes_every_submission_file(
     """mode=predict: GLUE's files with one row per test example, in index order, labels as GLUE spells them."""
     fit = fitted(task)
     out = tmp_path / "predict"
-    # every test row (max_eval_samples=null undoes the fit's 16); short sequences keep it fast
+    # every test row (max_eval_examples=null undoes the fit's 16); short sequences keep it fast
     main(compose_cfg([f"task={task}", "mode=predict", f"ckpt={fit / 'checkpoints' / 'last.ckpt'}", "logger=csv",
-                      "data.max_eval_samples=null", "data.eval_batch_size=256", "data.max_seq_length=32"], out))  # fmt: skip
+                      "data.max_eval_examples=null", "data.eval_batch_size=256", "data.max_seq_length=32"], out))  # fmt: skip
     folder = out / "submission"
     assert sorted(p.name for p in folder.iterdir()) == sorted(SUBMISSIONS[task])
     spec = get_task(task)
@@ -143,8 +155,8 @@ def test_stsb_regression_learns_from_minilm(glue_dir: Path, minilm_dir: Path, tm
     """A short real fine-tuning of the pre-trained MiniLM reaches a dev Spearman correlation above 0.5."""
     out = tmp_path / "stsb"
     metrics = main(compose_cfg(["task=stsb", f"pretrained={minilm_dir}", "logger=csv", "hardware.precision=32-true",
-                                f"data.data_dir={glue_dir}", "data.max_train_samples=1500", "data.max_seq_length=64",
-                                "data.batch_size=16", "data.group_by_length=true", "data.max_eval_samples=500",
+                                f"data.data_dir={glue_dir}", "data.max_train_examples=1500", "data.max_seq_length=64",
+                                "data.batch_size=16", "data.group_by_length=true", "data.max_eval_examples=500",
                                 "task.module.optimizer.lr=1e-4", "trainer.max_epochs=1", "export=false",
                                 "trainer.enable_model_summary=false"], out))  # fmt: skip
     assert metrics["val/spearmanr"] > 0.5, metrics

@@ -9,18 +9,16 @@ import pytest
 import torch
 from tokenizers import Tokenizer
 
+from bertlab.data.conll import CONLL_TYPES, LABEL_NAMES, Sentence, convert_tags, load_hub_conll, read_conll
 from bertlab.data.errors import DataError
 from bertlab.data.ner import (
     IGNORE_INDEX,
-    LABEL_NAMES,
     NERDataModule,
-    Sentence,
     align_labels,
     build_windows,
-    convert_tags,
+    decode_split,
     decode_windows,
-    load_hub_conll,
-    read_conll,
+    gold_tags,
     word_pieces,
 )
 from bertlab.data.tokenizer import special_ids
@@ -121,6 +119,33 @@ def test_convert_tags_both_ways() -> None:
     assert convert_tags(iob2, "IOB2") == iob2
     with pytest.raises(ValueError, match="scheme"):
         convert_tags(iob1, "IOBES")
+
+
+def _convert_by_chunks(tags: list[str], scheme: str) -> list[str]:
+    """The former chunk-based conversion: conlleval's chunks of the tags, written back in `scheme`."""
+    out = ["O"] * len(tags)
+    prev_end, prev_type = -1, ""
+    for kind, start, end in get_chunks(tags, "IOB1"):
+        begin = scheme == "IOB2" or (start == prev_end and kind == prev_type)
+        out[start] = f"{'B' if begin else 'I'}-{kind}"
+        for i in range(start + 1, end):
+            out[i] = f"I-{kind}"
+        prev_end, prev_type = end, kind
+    return out
+
+
+def test_convert_tags_keeps_conlleval_chunks_on_random_tags() -> None:
+    """The per-tag rewrite in data/ equals rewriting metrics' conlleval chunks, in both schemes."""
+    rng = random.Random(0)
+    pool = ["O", "O", *LABEL_NAMES[1:]]
+    for _ in range(3000):
+        tags = [rng.choice(pool) for _ in range(rng.randint(0, 12))]
+        for scheme in ("IOB1", "IOB2"):
+            converted = convert_tags(tags, scheme)
+            assert converted == _convert_by_chunks(tags, scheme), (tags, scheme)
+            assert get_chunks(converted, scheme) == get_chunks(tags, "IOB1")
+    with pytest.raises(ValueError, match="not valid"):
+        convert_tags(["O", "S-LOC"])
 
 
 def test_reads_iob2_files_and_files_without_docstart(tmp_path: Path) -> None:
@@ -317,15 +342,18 @@ def test_datamodule_batches_and_decoding(conll: Path, minilm_dir: Path) -> None:
         tokenizer=minilm_dir,
         max_seq_length=16,  # small, so some sentences span several windows
         eval_batch_size=8,
-        max_eval_sentences=200,
+        max_eval_examples=200,
     )
-    assert dm.num_labels == 9 and dm.label_names == list(LABEL_NAMES)
+    num_labels = len(dm.label_names)
+    assert num_labels == 9 and dm.label_names == list(LABEL_NAMES)
     dm.setup("validate")
-    assert len(dm.sentences("val")) == 200 and len(dm.windows("val")) > 200
-    with pytest.raises(RuntimeError, match="not loaded"):
-        dm.windows("test")
+    val = dm.split("val")
+    assert len(val.examples) == 200 and len(val.features) > 200
+    assert "test" not in dm.splits  # validate reads the val split only
+    with pytest.raises(DataError, match="no test data"):
+        NERDataModule(val_file=conll / "eng.testa", tokenizer=minilm_dir).split("test")
     pad = special_ids(dm.tokenizer)["pad"]
-    metric = EntityF1()
+    metric = EntityF1(CONLL_TYPES)
     all_rows: list[torch.Tensor] = []
     all_index: list[int] = []
     for batch in dm.val_dataloader():
@@ -337,16 +365,16 @@ def test_datamodule_batches_and_decoding(conll: Path, minilm_dir: Path) -> None:
         padding = batch["attention_mask"] == 0
         assert (batch["labels"][padding] == IGNORE_INDEX).all() and (batch["input_ids"][padding] == pad).all()
         # one-hot "logits" of the gold labels decode back to the gold tags of this batch's sentences
-        logits = torch.nn.functional.one_hot(batch["labels"].clamp(min=0), dm.num_labels).float()
-        pred = dm.decode("val", logits, batch["window_index"])
-        gold = dm.gold_tags("val", batch["window_index"])
+        logits = torch.nn.functional.one_hot(batch["labels"].clamp(min=0), num_labels).float()
+        pred = decode_split(val, logits, dm.label_names, batch["window_index"])
+        gold = gold_tags(val, batch["window_index"])
         assert pred == gold
         metric.update(pred, gold)
         all_rows.extend(batch["labels"].unbind(0))
         all_index.extend(batch["window_index"].tolist())
-    assert sorted(all_index) == list(range(len(dm.windows("val"))))
+    assert sorted(all_index) == list(range(len(val.features)))
     assert metric.compute()["f1"].item() == pytest.approx(100.0)
-    assert dm.decode("val", all_rows, all_index) == dm.gold_tags("val")
+    assert decode_split(val, all_rows, dm.label_names, all_index) == gold_tags(val)
 
 
 def test_datamodule_document_context_and_train_loader(conll: Path, minilm_tokenizer: Tokenizer) -> None:
@@ -356,15 +384,16 @@ def test_datamodule_document_context_and_train_loader(conll: Path, minilm_tokeni
         tokenizer=minilm_tokenizer,
         document_context=True,
         batch_size=4,
-        max_train_sentences=40,
-        max_eval_sentences=40,
+        max_train_examples=40,
+        max_eval_examples=40,
     )
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
     assert batch["input_ids"].shape[0] >= 4
-    full = dm.windows("train")
+    train = dm.split("train")
+    full = train.features
     assert sum(len(w.input_ids) == 128 for w in full) > 20  # context fills the windows
-    assert dm.decode("train", [w.labels for w in full]) == dm.gold_tags("train")
+    assert decode_split(train, [w.labels for w in full], dm.label_names) == gold_tags(train)
 
 
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, error: Exception | None = None) -> list[tuple]:
@@ -400,7 +429,7 @@ def test_hub_copy_is_read_through_datasets(
     ]
     dm = NERDataModule(hub_name="eriktks/conll2003", tokenizer=minilm_tokenizer)
     dm.setup("test")
-    assert dm.gold_tags("test") == [["B-ORG", "O", "B-MISC", "O"]]
+    assert gold_tags(dm.split("test")) == [["B-ORG", "O", "B-MISC", "O"]]
     with pytest.raises(DataError, match="no document context"):
         NERDataModule(hub_name="eriktks/conll2003", tokenizer=minilm_tokenizer, document_context=True).setup(
             "test"

@@ -7,6 +7,7 @@ import random
 import pytest
 import torch
 
+from bertlab.data.conll import CONLL_TYPES
 from bertlab.metrics.ner import EntityF1, entity_f1, get_chunks
 
 
@@ -150,7 +151,7 @@ def test_metric_accumulates_and_merges_like_the_function() -> None:
     pred = [[t if rng.random() < 0.7 else rng.choice(pool) for t in g] for g in gold]
     expected = entity_f1(gold, pred)
 
-    whole = EntityF1()
+    whole = EntityF1(CONLL_TYPES)
     whole.update(pred[:25], gold[:25])
     whole.update(pred[25:], gold[25:])
     got = whole.compute()
@@ -159,7 +160,7 @@ def test_metric_accumulates_and_merges_like_the_function() -> None:
     assert whole.correct.dtype == torch.long and whole.correct.shape == (5,)  # 4 types + DATE's slot
 
     # two ranks' states summed, as DDP's "sum" reduction does, give the same scores
-    rank0, rank1 = EntityF1(), EntityF1()
+    rank0, rank1 = EntityF1(CONLL_TYPES), EntityF1(CONLL_TYPES)
     rank0.update(pred[:40], gold[:40])
     rank1.update(pred[40:], gold[40:])
     rank0.merge_state(rank1)

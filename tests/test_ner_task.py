@@ -12,12 +12,14 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from bertlab.data.conll import LABEL_NAMES
 from bertlab.data.ner import NERDataModule
 from bertlab.metrics.ner import entity_f1
 from bertlab.model.bert import BertModel
 from bertlab.model.config import BertConfig
+from bertlab.model.feature_tagger import FEATURES, BertFeatureTagger, feature_layers
 from bertlab.run import main
-from bertlab.tasks.ner import FEATURES, BertFeatureTagger, FeatureNERTask, feature_layers
+from bertlab.tasks.ner import FeatureNERTask
 from tests.hydra_helpers import compose_cfg
 from tests.tiny import padded_batch, quiet_trainer
 
@@ -44,8 +46,8 @@ def conll_overrides(task: str, conll: Path, minilm_dir: Path, train: int = 48, d
         f"data.train_file={conll / 'eng.train'}",
         f"data.val_file={conll / 'eng.testa'}",
         f"data.test_file={conll / 'eng.testa'}",
-        f"data.max_train_sentences={train}",
-        f"data.max_eval_sentences={dev}",
+        f"data.max_train_examples={train}",
+        f"data.max_eval_examples={dev}",
         "data.max_seq_length=24",
         "data.batch_size=16",
     ]
@@ -130,7 +132,7 @@ def test_fine_tuning_learns_then_test_and_predict_score_another_file(
 
 @pytest.mark.parametrize("features", FEATURES)
 def test_every_feature_set_builds_with_only_head_parameters_trainable(features: str) -> None:
-    task = FeatureNERTask(CONFIG, num_labels=9, features=features, lstm_hidden=11)
+    task = FeatureNERTask(CONFIG, label_names=LABEL_NAMES, features=features, lstm_hidden=11)
     model = task.model
     hidden, layers = CONFIG["hidden_size"], CONFIG["num_hidden_layers"]
     assert model.lstm.input_size == (4 * hidden if features == "concat_last_four" else hidden)
@@ -195,7 +197,7 @@ def test_feature_encoder_stays_frozen_while_the_bilstm_trains(conll: Path, minil
     config = CONFIG | {"vocab_size": 30522, "hidden_dropout_prob": 0.5}
     task = FeatureNERTask(
         config,
-        num_labels=9,
+        label_names=LABEL_NAMES,
         features="weighted_sum",
         lstm_hidden=13,
         optimizer=partial(torch.optim.AdamW, lr=1e-2),
@@ -205,8 +207,8 @@ def test_feature_encoder_stays_frozen_while_the_bilstm_trains(conll: Path, minil
         train_file=conll / "eng.train",
         val_file=conll / "eng.testa",
         tokenizer=minilm_dir,
-        max_train_sentences=24,
-        max_eval_sentences=8,
+        max_train_examples=24,
+        max_eval_examples=8,
         batch_size=8,
     )
     probe = ModeProbe()
@@ -249,6 +251,7 @@ def test_conll_configs_compose(tmp_path: Path) -> None:
     assert cfg.data._target_ == "bertlab.data.ner.NERDataModule"
     assert cfg.data.train_file.endswith("conll2003/eng.train") and cfg.data.test_file.endswith("eng.testb")
     assert cfg.data.max_seq_length == 128 and cfg.data.document_context is False
+    assert list(cfg.task.module.label_names) == list(LABEL_NAMES)
     feature = compose_cfg(["task=conll2003_feature", "task.module.features=last"], tmp_path)
     assert feature.task.module.lstm_hidden == 768 and feature.task.module.features == "last"
     assert feature.export is False and feature.task.module.optimizer.lr == 1e-3
@@ -259,7 +262,7 @@ def test_encoder_loads_from_a_pretrained_folder(tmp_path: Path) -> None:
     encoder = BertModel(BertConfig(**CONFIG), add_pooling_layer=False)
     encoder.save_pretrained(str(tmp_path / "enc"))
     task = FeatureNERTask(
-        CONFIG, num_labels=9, features="last", lstm_hidden=5, pretrained=str(tmp_path / "enc")
+        CONFIG, label_names=LABEL_NAMES, features="last", lstm_hidden=5, pretrained=str(tmp_path / "enc")
     )
     for name, value in encoder.state_dict().items():
         assert torch.equal(task.model.bert.state_dict()[name], value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -9,19 +10,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertlab.data.corpus import read_corpus, split_sentences
+from bertlab.data.corpus import read_corpus, resolve_corpus
 from bertlab.data.errors import DataError
 from bertlab.data.masking import pad_sequences, word_ids_from_pieces
-from bertlab.data.pretrain import (
+from bertlab.data.nsp import (
     IS_NEXT,
     NOT_NEXT,
-    PretrainDataModule,
-    continuation_ids,
     create_instances,
     create_instances_from_document,
     truncate_seq_pair,
 )
-from bertlab.data.tokenizer import special_ids
+from bertlab.data.pretrain import PretrainDataModule
+from bertlab.data.pretrain_cache import continuation_ids, corpus_key
+from bertlab.data.sentences import split_sentences
+from bertlab.data.tokenizer import TokenizerError, special_ids
 
 CLS, SEP = 2, 3
 BATCH_KEYS = {"input_ids", "token_type_ids", "attention_mask", "mlm_labels", "next_sentence_label"}
@@ -258,7 +260,7 @@ def test_instances_are_deterministic_and_single_documents_are_safe() -> None:
     )
     alone = create_instances_from_document(docs[:1], 0, 64, random.Random(0), CLS, SEP)
     assert alone and all(x["next_sentence_label"] == IS_NEXT for x in alone), "NotNext needs another document"
-    with pytest.raises(ValueError, match="max_seq_len"):
+    with pytest.raises(ValueError, match="max_seq_length"):
         create_instances_from_document(docs, 0, 4, random.Random(0), CLS, SEP)
 
 
@@ -286,9 +288,9 @@ def _check_batch(batch: dict[str, torch.Tensor], max_len: int, pad_id: int) -> N
 def test_datamodule_on_wiki_slice(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kwargs = {
         "corpus": str(shared_data / "wiki" / "wiki_00"),
-        "max_docs": 200,
+        "max_train_examples": 200,
         "vocab_size": 2000,
-        "max_seq_len": 64,
+        "max_seq_length": 64,
         "batch_size": 16,
         "cache_dir": tmp_path,
         "val_docs": 10,
@@ -299,7 +301,7 @@ def test_datamodule_on_wiki_slice(shared_data: Path, tmp_path: Path, monkeypatch
     assert dm.vocab_path is not None and dm.vocab_path.is_file()
     assert dm.vocab_path.parent == tmp_path / "tokenizer"
     assert 1000 < dm.vocab_size_actual <= 2000 == len(dm.vocab_path.read_text(encoding="utf-8").splitlines())
-    assert len(dm.train_dataset) > 500 and len(dm.val_dataset) > 10
+    assert len(dm.split("train")) > 500 and len(dm.split("val")) > 10
     pad_id = dm.tokenizer.token_to_id("[PAD]")
     first = [b for _, b in zip(range(3), dm.train_dataloader())]
     for batch in first:
@@ -312,7 +314,7 @@ def test_datamodule_on_wiki_slice(shared_data: Path, tmp_path: Path, monkeypatch
     assert all(torch.equal(a, b["mlm_labels"]) for a, b in zip(again_val, val)), "fixed validation masks"
     # dynamic masking: the same instances masked again differ
     collate = dm.collator()
-    rows = [dm.train_dataset[i] for i in range(64)]
+    rows = [dm.split("train")[i] for i in range(64)]
     assert not torch.equal(collate(rows)["mlm_labels"], collate(rows)["mlm_labels"])
 
     # a second module with the same settings reuses the cache: nothing is read or built again
@@ -324,16 +326,16 @@ def test_datamodule_on_wiki_slice(shared_data: Path, tmp_path: Path, monkeypatch
     monkeypatch.setattr(datasets.Dataset, "from_generator", no_rebuild)
     again = PretrainDataModule(**kwargs)
     again.setup("fit")
-    assert len(again.train_dataset) == len(dm.train_dataset)
-    assert again.train_dataset[0] == dm.train_dataset[0]
+    assert len(again.split("train")) == len(dm.split("train"))
+    assert again.split("train")[0] == dm.split("train")[0]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_datamodule_pydoc_static_whole_word(tmp_path: Path) -> None:
     dm = PretrainDataModule(
         vocab_size=600,
-        max_docs=60,
-        max_seq_len=48,
+        max_train_examples=60,
+        max_seq_length=48,
         batch_size=8,
         cache_dir=tmp_path,
         static_masking=True,
@@ -343,12 +345,12 @@ def test_datamodule_pydoc_static_whole_word(tmp_path: Path) -> None:
     )
     dm.setup("fit")  # default corpus: Python's bundled docs, offline
     assert dm.corpus == "pydoc" and dm.vocab_size_actual <= 600
-    assert "mlm_labels" in dm.train_dataset.column_names, "static masks stored at preprocessing"
+    assert "mlm_labels" in dm.split("train").features.column_names, "static masks stored at preprocessing"
     pad_id = dm.tokenizer.token_to_id("[PAD]")
     batch = next(iter(dm.train_dataloader()))
     _check_batch(batch, 48, pad_id)
     # whole words: recover the original ids, then every word is selected entirely or not at all
-    rows = dm.train_dataset[:300]
+    rows = dm.split("train").features[:300]
     ids = pad_sequences(rows["input_ids"], pad_id)
     labels = pad_sequences(rows["mlm_labels"], -100)
     original = torch.where(labels != -100, labels, ids)
@@ -365,9 +367,11 @@ def test_datamodule_pydoc_static_whole_word(tmp_path: Path) -> None:
                 multi += 1
                 assert sel.all() or not sel.any()
     assert multi > 100
-    single = PretrainDataModule(vocab_size=600, max_docs=60, max_seq_len=48, cache_dir=tmp_path, val_docs=4)
+    single = PretrainDataModule(
+        vocab_size=600, max_train_examples=60, max_seq_length=48, cache_dir=tmp_path, val_docs=4
+    )
     single.setup("fit")
-    assert 1.6 < len(dm.train_dataset) / len(single.train_dataset) < 2.4, (
+    assert 1.6 < len(dm.split("train")) / len(single.split("train")) < 2.4, (
         "dupe_factor=2 doubles the instances"
     )
 
@@ -414,3 +418,105 @@ def test_datamodule_bad_corpora(tmp_path: Path) -> None:
     few.write_text("A one.\nA two.\n\nB one.\nB two.\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"few\.txt: only 2 usable documents"):
         PretrainDataModule(corpus=str(few), cache_dir=tmp_path).prepare_data()
+
+
+# --- the DataModule redesign: same instances and batches, renamed options, a lazy tokenizer --------------
+
+
+def _sha(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_instances_match_the_code_before_the_redesign() -> None:
+    rng = random.Random(7)
+    docs = [
+        [
+            list(range(100 * d + 10 * s, 100 * d + 10 * s + rng.randint(2, 9)))
+            for s in range(rng.randint(2, 8))
+        ]
+        for d in range(30)
+    ]
+    instances = create_instances(docs, 24, random.Random(7), CLS, SEP, short_seq_prob=0.2, dupe_factor=2)
+    assert _sha(instances) == "4a9ec961595152eb", "hash from bertlab.data.pretrain at commit 40130a9"
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_datamodule_matches_the_code_before_the_redesign(
+    shared_data: Path, minilm_dir: Path, tmp_path: Path
+) -> None:
+    """Real text, a given tokenizer (training one is not deterministic run to run): the same instances,
+    static validation masks and first dynamically masked batches as before (hashes from commit 40130a9)."""
+    dm = PretrainDataModule(
+        corpus=str(shared_data / "wiki" / "wiki_00"),
+        tokenizer=str(minilm_dir),
+        cache_dir=tmp_path,
+        max_train_examples=40,
+        max_seq_length=64,
+        batch_size=8,
+        val_docs=4,
+        whole_word_masking=True,
+        shard_docs=16,
+        seed=11,
+    )
+    dm.setup("fit")
+    train, val = dm.split("train").features, dm.split("val").features
+    assert (len(train), len(val)) == (231, 41)
+    assert _sha(train.to_dict()) == "41c76d0ce2b4bef7" and _sha(val.to_dict()) == "b4182b95690a5896"
+    torch.manual_seed(0)
+    batches = [{k: v.tolist() for k, v in b.items()} for _, b in zip(range(3), dm.train_dataloader())]
+    assert _sha(batches) == "576c1a60185aefd9"
+    assert _sha([{k: v.tolist() for k, v in b.items()} for b in dm.val_dataloader()]) == "fcf647294f482a5d"
+
+
+def test_cache_key_follows_every_instance_setting(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordPiece
+
+    tok = Tokenizer(
+        WordPiece({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4}, unk_token="[UNK]")
+    )
+
+    def folder(**kw: object) -> Path:
+        return PretrainDataModule(tokenizer=tok, cache_dir=tmp_path, **kw)._data_dir("corpus", tok)
+
+    base = folder()
+    for change in (
+        {"max_seq_length": 64},
+        {"max_train_examples": 10},
+        {"max_eval_examples": 3},
+        {"val_docs": 5},
+        {"whole_word_masking": True},
+        {"seed": 1},
+    ):
+        assert folder(**change) != base, change
+    assert folder(batch_size=8, eval_batch_size=4, num_workers=2) == base, "loader settings share one cache"
+    source = resolve_corpus("pydoc")
+    assert corpus_key(source, "text", "train", None) != corpus_key(source, "text", "train", 10)
+
+
+def test_hold_out_splits_and_a_lazy_tokenizer(tmp_path: Path) -> None:
+    # (val_docs, val_fraction, max_eval_examples) -> documents held out of 100
+    for (val_docs, fraction, cap), expected in {
+        (None, 0.5, None): 50,
+        (None, 0.5, 3): 3,
+        (None, 0.01, None): 2,
+        (10, 0.01, None): 10,
+        (10, 0.01, 4): 4,
+        (None, 0.0, None): 0,
+        (0, 0.5, None): 0,
+    }.items():
+        dm = PretrainDataModule(
+            val_docs=val_docs, val_fraction=fraction, max_eval_examples=cap, cache_dir=tmp_path
+        )
+        assert dm._val_count(100) == expected
+        assert dm.split_names("val") == (["val"] if expected else []) and dm.split_names("test") == []
+    assert dm.val_dataloader() == [], "no held-out documents: Lightning skips validation, nothing is built"
+    assert not (tmp_path / "pretrain").exists()
+    # nothing is read at construction: a missing vocabulary fails on first use, a trained one is not there yet
+    missing = PretrainDataModule(tokenizer=str(tmp_path / "vocab.txt"), cache_dir=tmp_path)
+    with pytest.raises(TokenizerError, match="not found"):
+        missing.tokenizer  # noqa: B018
+    trained = PretrainDataModule(cache_dir=tmp_path)
+    assert trained.vocab_path is None
+    with pytest.raises(RuntimeError, match=r"call prepare_data\(\)"):
+        trained.tokenizer  # noqa: B018

@@ -24,7 +24,7 @@ SMALL = [
     "model.intermediate_size=101",
     "logger=csv",
     "data.vocab_size=1500",
-    "data.max_seq_len=64",
+    "data.max_seq_length=64",
     "data.batch_size=16",
     "data.val_docs=20",
     "hardware.precision=32-true",
@@ -32,7 +32,12 @@ SMALL = [
 
 
 def wiki_overrides(shared: Path, docs: int = 250) -> list[str]:
-    return ["data=wiki", f"data.path={shared / 'wiki' / 'wiki_00'}", f"data.max_docs={docs}", *SMALL]
+    return [
+        "data=wiki",
+        f"data.path={shared / 'wiki' / 'wiki_00'}",
+        f"data.max_train_examples={docs}",
+        *SMALL,
+    ]
 
 
 def logged(run: Path, key: str) -> list[float]:
@@ -113,7 +118,7 @@ def test_wrong_vocab_size_is_a_clear_error(tmp_path: Path, minilm_dir: Path) -> 
             "logger=none",
             f"tokenizer={minilm_dir / 'vocab.txt'}",
             "model.vocab_size=1000",
-            "data.max_docs=30",
+            "data.max_train_examples=30",
             "data.val_docs=5",
         ],
         tmp_path / "run",

@@ -13,30 +13,33 @@ import torch
 from tokenizers import Tokenizer
 
 from bertlab.data.errors import DataError
-from bertlab.data.squad import (
-    ReadStats,
-    SquadDataModule,
-    SquadExample,
-    TokenizedText,
-    answer_token_span,
-    build_features,
-    load_squad_hub,
-    locate_answer,
-    make_features,
-    max_context_flags,
-    parse_articles,
-    parse_squad,
-    plan_windows,
-    read_squad_file,
-    records_to_squad,
-)
+from bertlab.data.squad import SquadDataModule
 from bertlab.data.squad_postprocess import (
     NO_SPAN_NULL_ODDS,
     postprocess_predictions,
     write_null_odds,
     write_predictions,
 )
-from bertlab.metrics.squad import normalize_answer
+from bertlab.data.squad_reader import (
+    ReadStats,
+    SquadExample,
+    gold_answers,
+    load_squad_hub,
+    locate_answer,
+    parse_articles,
+    parse_squad,
+    read_squad_file,
+    records_to_squad,
+)
+from bertlab.data.squad_windows import (
+    TokenizedText,
+    answer_token_span,
+    build_features,
+    make_features,
+    max_context_flags,
+    plan_windows,
+)
+from bertlab.metrics.squad import normalize_answer, squad_v1_scores, squad_v2_scores
 
 V1_DEV = "squad/v1.1/dev-v1.1.json"
 V2_DEV = "squad/v2.0/dev-v2.0.json"
@@ -474,7 +477,7 @@ def test_writers_produce_official_json(tmp_path: Path) -> None:
 
 def oracle_logits(dm: SquadDataModule, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits `(F, 384)` that point at each eval window's own label, gathered batch by batch."""
-    features = dm.val_features if split == "val" else dm.test_features
+    features = dm.split(split).features
     starts, ends, index = [], [], []
     for batch in dm.val_dataloader() if split == "val" else dm.test_dataloader():
         b, t = batch["input_ids"].shape
@@ -502,8 +505,9 @@ def test_datamodule_batches_v1(shared_data: Path, minilm_dir: Path) -> None:
         max_eval_examples=300,
     )
     dm.setup("fit")
-    assert len(dm.train_examples) == 40 and len(dm.val_examples) == 300
-    assert not {e.qid for e in dm.train_examples} & {e.qid for e in dm.val_examples}
+    train, val = dm.split("train"), dm.split("val")
+    assert len(train.examples) == 40 and len(val.examples) == 300
+    assert not {e.qid for e in train.examples} & {e.qid for e in val.examples}
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"input_ids", "token_type_ids", "attention_mask", "start_positions", "end_positions"}
     b, t = batch["input_ids"].shape
@@ -514,13 +518,13 @@ def test_datamodule_batches_v1(shared_data: Path, minilm_dir: Path) -> None:
     lengths = batch["attention_mask"].sum(1)
     assert (batch["input_ids"][torch.arange(b), lengths - 1] == 102).all()  # [SEP] last
     assert ((batch["token_type_ids"] == 1) <= (batch["attention_mask"] == 1)).all()
-    val = next(iter(dm.val_dataloader()))
-    assert set(val) == {"input_ids", "token_type_ids", "attention_mask", "feature_index"}
-    assert val["feature_index"].tolist() == list(range(7))
+    val_batch = next(iter(dm.val_dataloader()))
+    assert set(val_batch) == {"input_ids", "token_type_ids", "attention_mask", "feature_index"}
+    assert val_batch["feature_index"].tolist() == list(range(7))
     # oracle logits through the whole eval path: batches -> feature_index -> postprocess -> score
     s, e, idx = oracle_logits(dm, "val")
-    preds, _ = dm.postprocess("val", s, e, feature_index=idx)
-    scores = dm.evaluate("val", preds)
+    preds, _ = postprocess_predictions(val.examples, val.features, s, e, feature_index=idx)
+    scores = squad_v1_scores(gold_answers(val.examples), preds)
     assert scores["exact_match"] > 99.0 and scores["f1"] > 99.0
 
 
@@ -533,14 +537,39 @@ def test_datamodule_v2_oracle_and_test_split(shared_data: Path, minilm_dir: Path
         eval_batch_size=32,
     )
     dm.setup("test")
-    assert any(ex.is_impossible for ex in dm.test_examples) and not all(
-        ex.is_impossible for ex in dm.test_examples
-    )
+    test = dm.split("test")
+    assert any(ex.is_impossible for ex in test.examples) and not all(ex.is_impossible for ex in test.examples)
     s, e, idx = oracle_logits(dm, "test")
-    preds, odds = dm.postprocess("test", s, e, feature_index=idx)
-    assert set(preds) == set(odds) == {ex.qid for ex in dm.test_examples}
-    assert all(preds[ex.qid] == "" for ex in dm.test_examples if ex.is_impossible)
-    scores = dm.evaluate("test", preds, odds)
+    preds, odds = postprocess_predictions(
+        test.examples, test.features, s, e, feature_index=idx, version_2=True
+    )
+    assert set(preds) == set(odds) == {ex.qid for ex in test.examples}
+    assert all(preds[ex.qid] == "" for ex in test.examples if ex.is_impossible)
+    scores = squad_v2_scores(gold_answers(test.examples), preds, odds)
     assert scores["NoAns_exact"] == 100.0 and scores["HasAns_exact"] > 98.0
     with pytest.raises(ValueError, match="no val data"):
         dm.val_dataloader()
+
+
+def test_batches_are_the_windows_padded_to_the_longest(shared_data: Path, minilm_dir: Path) -> None:
+    """The base's padder (`pad_rows`, `attention_mask`) gives each row exactly its window, then padding."""
+    dm = SquadDataModule(
+        version=2,
+        val_file=shared_data / V2_DEV,
+        tokenizer=minilm_dir,
+        max_eval_examples=60,
+        eval_batch_size=9,
+    )
+    features = dm.split("val").features
+    pad = dm.pad_id
+    seen = []
+    for batch in dm.val_dataloader():
+        width = batch["input_ids"].shape[1]
+        assert width == max(len(features[k]) for k in batch["feature_index"].tolist())
+        for row, k in enumerate(batch["feature_index"].tolist()):
+            f, n = features[k], len(features[k])
+            assert batch["input_ids"][row].tolist() == f.input_ids + [pad] * (width - n)
+            assert batch["token_type_ids"][row].tolist() == f.token_type_ids + [0] * (width - n)
+            assert batch["attention_mask"][row].tolist() == [1] * n + [0] * (width - n)
+            seen.append(k)
+    assert seen == list(range(len(features)))

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bertlab.data.squad import parse_articles
+from bertlab.data.squad_reader import parse_articles
 from bertlab.metrics.squad import squad_v1_scores, squad_v2_scores
 from bertlab.run import main
 from bertlab.tasks.squad import PAD_LOGIT, QuestionAnsweringTask, pad_cat, span_loss

@@ -163,7 +163,8 @@ def test_datamodule_batches(swag_files: dict[str, Path], minilm_dir: Path) -> No
     )
     dm.setup("fit")
     dm.setup("test")
-    assert len(dm.examples["train"]) == 4
+    train = dm.split("train").examples
+    assert len(train) == 4
     seen = []
     for batch in dm.train_dataloader():
         assert list(batch) == ["input_ids", "token_type_ids", "attention_mask", "idx", "labels"]
@@ -177,9 +178,7 @@ def test_datamodule_batches(swag_files: dict[str, Path], minilm_dir: Path) -> No
         seen.extend(zip(batch["idx"].tolist(), batch["labels"].tolist()))
         for row, index in enumerate(batch["idx"].tolist()):
             lengths = batch["attention_mask"][row].sum(-1).tolist()
-            assert lengths == [
-                len(ids) for ids in encode_swag([dm.examples["train"][index]], dm.tokenizer)[0][0]
-            ]
+            assert lengths == [len(ids) for ids in encode_swag([train[index]], dm.tokenizer)[0][0]]
     assert sorted(seen) == [(0, 0), (1, 1), (2, 2), (3, 3)]
     val = next(iter(dm.val_dataloader()))
     assert val["labels"].tolist() == [0, 1] and val["idx"].tolist() == [0, 1]

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from bertlab import report
-from tests.hydra_helpers import REPO, compose_cfg
+from tests.hydra_helpers import REPO, compose_cfg, hydra_cfg
 
 GRID = {
     "task.module.optimizer.lr": "5e-5,4e-5,3e-5,2e-5",
@@ -23,13 +21,6 @@ GRID = {
     "trainer.max_epochs": "2,3,4",
     "seed": "1,2,3",
 }
-
-
-def hydra_cfg(overrides: list[str]) -> DictConfig:
-    """The composed config with its `hydra` node (compose_cfg drops it)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return compose("config", overrides=overrides, return_hydra_config=True)
 
 
 @pytest.mark.parametrize("entry", ["experiment=glue_paper", "hparams_search=glue_grid"])
@@ -76,7 +67,7 @@ def test_two_point_sweep_logs_to_wandb_and_reports(
         "-m", "experiment=glue_paper", "task=rte", "pretrained=null", "sweep_name=pair",
         "model=bert_tiny", "model.hidden_size=72", "model.num_attention_heads=3", "model.intermediate_size=101",
         f"tokenizer={minilm_dir / 'vocab.txt'}", "hardware.precision=32-true", "trainer.enable_model_summary=false",
-        f"data.data_dir={shared_data / 'glue'}", "data.max_train_samples=32", "data.max_eval_samples=32",
+        f"data.data_dir={shared_data / 'glue'}", "data.max_train_examples=32", "data.max_eval_examples=32",
         # the command line replaces the grid's axes: 2 x 1 x 1 x 1 runs
         "task.module.optimizer.lr=1e-4,3e-4", "data.batch_size=16", "trainer.max_epochs=1", "seed=1",
         f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path / 'cache'}",
@@ -117,4 +108,4 @@ def test_two_point_sweep_logs_to_wandb_and_reports(
     assert "| best setting, median over seeds | - | - | - | - | - | - | - | " in out
     predict = next(line for line in out.splitlines() if line.startswith("  predict"))
     assert predict.endswith(f"python train.py mode=predict task=rte ckpt={rte['best_run']['checkpoint']} "
-                            "data.max_eval_samples=null")  # fmt: skip
+                            "data.max_eval_examples=null")  # fmt: skip

@@ -7,7 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
-from bertlab.model import BertConfig
+from bertlab.model import BertConfig, BertForSequenceClassification
+from bertlab.tasks.base import BertTask
 
 TINY = dict(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 BATCH, LENGTH = 13, 7
@@ -44,3 +45,46 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
         }
         | kwargs
     )
+
+
+def labelled_batches(n: int = 4, seed: int = 0, num_labels: int = 3) -> list[dict[str, torch.Tensor]]:
+    """`n` padded batches (`padded_batch` layout) with random labels `(B,)` in [0, num_labels)."""
+    g = torch.Generator().manual_seed(seed + 100)
+    out = []
+    for i in range(n):
+        ids, mask, types = padded_batch(seed=seed + i)
+        labels = torch.randint(0, num_labels, (ids.shape[0],), generator=g)
+        out.append({"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels})
+    return out
+
+
+class TinyClassifierTask(BertTask):
+    """A minimal BertTask over BertForSequenceClassification: the base's optimizer, schedule and checkpoint
+    wiring with no DataModule of its own (loaders are lists of `labelled_batches`)."""
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        num_labels: int = 3,
+        pretrained: str | None = None,
+        optimizer: Any = None,
+        scheduler: Any = None,
+    ) -> None:
+        super().__init__(model_config, pretrained, optimizer, scheduler)
+        self.model = self.build_model(BertForSequenceClassification, num_labels=num_labels)
+        self.losses: list[float] = []
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-entropy, logits `(B, num_labels)`)."""
+        logits = self.model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        return torch.nn.functional.cross_entropy(logits, batch["labels"]), logits
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self.loss(batch)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+    def eval_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> None:
+        loss, logits = self.loss(batch)
+        acc = (logits.argmax(-1) == batch["labels"]).float().mean()
+        self.log_metrics(stage, {"loss": loss, "acc": acc}, batch_size=len(batch["labels"]))

@@ -1,30 +1,47 @@
 """Build everything from the Hydra config, then fit / test / predict, write metrics.json and export.
 
 The only module that knows Hydra. `train.py` is a thin `@hydra.main` over `main`.
+
+The composed config is read, never rewritten, with one documented exception: `mode=test|predict` reads
+`model`, `task`, `data` (and `tokenizer`) back from the checkpoint (`read_back_checkpoint`). What a run
+derives (the encoder size from `pretrained=`, the vocabulary from the checkpoint or the one pre-training
+trains) is a `RunPlan`, computed and handed to the builders; the checkpoint's `run_config` records it in
+place of `model` and `tokenizer`, so a `.ckpt` used later as `pretrained=` or `ckpt=` finds both.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from bertlab.callbacks import ProgressLog
-from bertlab.model.convert import CheckpointError, export_state
-from bertlab.tasks.base import SIZE_FIELDS, checkpoint_config
+from bertlab.data.base import BertDataModule
+from bertlab.data.tokenizer import save_vocab
+from bertlab.model.checkpoint import (
+    CheckpointError,
+    check_size,
+    checkpoint_vocabulary,
+    read_model_config,
+    read_run_config,
+)
+from bertlab.model.config import BertConfig
+from bertlab.model.convert import export_state, write_folder
 
 log = logging.getLogger("bertlab")
 MODES = ("fit", "test", "predict")
+# model fields a fine-tuning run keeps from its own config when the size comes from pretrained=
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
 
 
 class ConfigError(ValueError):
@@ -36,6 +53,11 @@ def task_overrides() -> list[str]:
     from hydra.core.hydra_config import HydraConfig
 
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def override_key(override: str) -> str:
+    """`data.x` of `+data.x=1`, `~data.x` or `data.x=1`."""
+    return override.lstrip("+~").split("=", 1)[0]
 
 
 def run_dir(cfg: DictConfig) -> Path:
@@ -59,13 +81,14 @@ def set_environment(cfg: DictConfig) -> None:
 
 def read_back_checkpoint(cfg: DictConfig) -> None:
     """mode=test/predict with ckpt=: take model, task and data from the checkpoint; CLI `data.*` and
-    `task.module.*` overrides win (another test file, another null threshold)."""
+    `task.module.*` overrides win (another test file, another null threshold).
+
+    The one place the composed config is edited: the checkpoint's run is what gets evaluated.
+    """
     path = Path(cfg.ckpt)
     if not path.is_file():
         raise ConfigError(f"{path}: checkpoint not found; pass ckpt= the .ckpt of a fine-tuning run")
-    stored = (
-        torch.load(path, map_location="cpu", weights_only=True).get("hyper_parameters", {}).get("run_config")
-    )
+    stored = read_run_config(path)
     if not stored:
         raise ConfigError(f"{path}: has no run_config; it was not written by bertlab's train.py")
     with open_dict(cfg):
@@ -80,78 +103,72 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
                 OmegaConf.update(
                     cfg, parsed.key_or_group, None if parsed.is_delete() else parsed.value(), merge=True
                 )
-        cfg.pretrained = None  # the checkpoint's own weights are loaded below
+        cfg.pretrained = None  # the checkpoint's own weights are loaded by the trainer
 
 
-def size_from_pretrained(cfg: DictConfig) -> None:
-    """With pretrained=, the model size comes from the checkpoint; an explicit model= must agree."""
-    ckpt_cfg = checkpoint_config(cfg.pretrained)
-    explicit = any(o.lstrip("+~").split("=")[0] == "model" for o in task_overrides())
-    if explicit:
-        wrong = [
-            f"{f}={cfg.model[f]} (checkpoint {getattr(ckpt_cfg, f)})"
-            for f in SIZE_FIELDS
-            if f in cfg.model and cfg.model[f] != getattr(ckpt_cfg, f)
-        ]
-        if wrong:
-            raise ConfigError(
-                f"model= does not match pretrained={cfg.pretrained}: {', '.join(wrong)}; "
-                "drop model= to take the size from the checkpoint"
-            )
-    keep = {
-        k: cfg.model[k]
-        for k in ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
-        if k in cfg.model
-    }
-    values = ckpt_cfg.to_dict() | keep
-    values.pop("model_type", None)
-    values.pop("position_embedding_type", None)
-    with open_dict(cfg):
-        cfg.model = OmegaConf.create(values)
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run derives from its config, handed to the builders instead of written back into it.
 
+    model: the encoder config the task is built with. tokenizer: the vocabulary the data is read with
+    (None: pre-training trains one, and `with_vocabulary` then records where it went).
+    """
 
-def resolve_tokenizer(cfg: DictConfig) -> None:
-    """tokenizer: null means the pretrained checkpoint's vocabulary (pre-training trains its own)."""
-    if cfg.get("tokenizer") is not None or not cfg.get("pretrained"):
-        return
-    p = Path(cfg.pretrained)
-    if p.is_file():  # a bertlab .ckpt: the run's export/ folder holds its vocab.txt
-        stored = torch.load(p, map_location="cpu", weights_only=True).get("hyper_parameters", {})
-        tok = stored.get("run_config", {}).get("tokenizer")
-    else:
-        tok = str(p)
-    with open_dict(cfg):
-        cfg.tokenizer = tok
+    model: dict[str, Any]
+    tokenizer: str | None
 
-
-def check_vocab(cfg: DictConfig, vocab_size: int, source: str, derived: bool) -> None:
-    """The tokenizer and the embedding table must agree; a trained vocabulary sets the size."""
-    if derived:
-        with open_dict(cfg):
-            cfg.model.vocab_size = vocab_size
-        return
-    if vocab_size != cfg.model.vocab_size:
-        raise ConfigError(
-            f"{source}: vocabulary has {vocab_size} tokens but the model has vocab_size={cfg.model.vocab_size}; "
-            f"use the checkpoint's own vocab.txt, or set model.vocab_size={vocab_size} to train from scratch"
+    def with_vocabulary(self, datamodule: L.LightningDataModule) -> RunPlan:
+        """Check the tokenizer against the embedding table; a trained vocabulary sets vocab_size and is
+        recorded by its folder, so a .ckpt used as pretrained= finds it again."""
+        if not isinstance(datamodule, BertDataModule):
+            return self
+        size = datamodule.tokenizer.get_vocab_size()
+        if self.tokenizer is not None:
+            if size != self.model["vocab_size"]:
+                raise ConfigError(
+                    f"{self.tokenizer}: vocabulary has {size} tokens but the model has "
+                    f"vocab_size={self.model['vocab_size']}; use the checkpoint's own vocab.txt, "
+                    f"or set model.vocab_size={size} to train from scratch"
+                )
+            return self
+        trained = getattr(datamodule, "vocab_path", None)
+        return replace(
+            self,
+            model=self.model | {"vocab_size": size},
+            tokenizer=str(Path(trained).parent) if trained else None,
         )
 
+    def run_config(self, cfg: DictConfig) -> dict[str, Any]:
+        """The resolved config as the checkpoint stores it (plain containers: weights_only loads work)."""
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        return resolved | {"model": dict(self.model), "tokenizer": self.tokenizer}  # type: ignore[operator]
 
-def build_module(cfg: DictConfig, datamodule: L.LightningDataModule) -> L.LightningModule:
-    """Instantiate the task module; label counts come from the datamodule."""
-    target = get_class(cfg.task.module._target_)
-    params = inspect.signature(target.__init__).parameters
-    extra: dict[str, Any] = {}
-    for name in ("num_labels", "label_names", "val_split_names"):
-        if name in params and hasattr(datamodule, name):
-            extra[name] = getattr(datamodule, name)
-    return instantiate(
-        cfg.task.module,
-        model_config=OmegaConf.to_container(cfg.model, resolve=True),
-        pretrained=cfg.get("pretrained"),
-        _convert_="all",
-        **extra,
-    )
+
+def model_config(cfg: DictConfig) -> dict[str, Any]:
+    """cfg.model; with pretrained= the size is the checkpoint's (an explicit model= must agree), and the
+    run keeps its own dropout and `unpad`."""
+    configured: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    if not cfg.get("pretrained"):
+        return configured
+    found = read_model_config(cfg.pretrained)
+    if any(override_key(o) == "model" for o in task_overrides()):
+        check_size(found, BertConfig.from_dict(configured), f"pretrained={cfg.pretrained}")
+    values = found.to_dict() | {k: configured[k] for k in RUN_FIELDS if k in configured}
+    for key in ("model_type", "position_embedding_type"):
+        values.pop(key, None)
+    return values
+
+
+def tokenizer_source(cfg: DictConfig) -> str | None:
+    """tokenizer=, else the pretrained checkpoint's vocabulary, else None (pre-training trains one)."""
+    if cfg.get("tokenizer") is not None or not cfg.get("pretrained"):
+        return cfg.get("tokenizer")
+    return checkpoint_vocabulary(cfg.pretrained)
+
+
+def plan_run(cfg: DictConfig) -> RunPlan:
+    """The encoder config and tokenizer of this run, before the data is prepared."""
+    return RunPlan(model=model_config(cfg), tokenizer=tokenizer_source(cfg))
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
@@ -168,13 +185,10 @@ def export(module: L.LightningModule, out: Path, tokenizer: Any, lowercase: bool
 
     Collective under FSDP: every rank gathers the shards, rank 0 writes.
     """
-    from bertlab.data.tokenizer import save_vocab
-    from bertlab.model.convert import save_pretrained
-
     state = export_state(module.model)
     if module.trainer.is_global_zero:
         vocab = save_vocab(tokenizer, out) if tokenizer is not None else None
-        save_pretrained(module.model, out, vocab_file=vocab, lowercase=lowercase, state=state)
+        write_folder(module.model, out, vocab_file=vocab, lowercase=lowercase, state=state)
     return out
 
 
@@ -197,29 +211,16 @@ def main(cfg: DictConfig) -> dict[str, float]:
         if not cfg.get("ckpt"):
             raise ConfigError(f"mode={cfg.mode} needs ckpt=PATH of a fine-tuned .ckpt")
         read_back_checkpoint(cfg)
-    elif cfg.get("pretrained"):
-        size_from_pretrained(cfg)
-    resolve_tokenizer(cfg)
+    plan = plan_run(cfg)
 
-    datamodule = instantiate(cfg.data, tokenizer=cfg.get("tokenizer"), _convert_="all")
+    datamodule = instantiate(cfg.data, tokenizer=plan.tokenizer, _convert_="all")
     datamodule.prepare_data()
-    tok = getattr(datamodule, "tokenizer", None)
-    if tok is not None and hasattr(tok, "get_vocab_size"):
-        check_vocab(
-            cfg,
-            tok.get_vocab_size(),
-            str(cfg.get("tokenizer") or "trained vocabulary"),
-            derived=cfg.get("tokenizer") is None,
-        )
-    # a vocabulary trained by this run is recorded, so a .ckpt used as pretrained= finds it again
-    trained_vocab = getattr(datamodule, "vocab_path", None)
-    if cfg.get("tokenizer") is None and trained_vocab:
-        with open_dict(cfg):
-            cfg.tokenizer = str(Path(trained_vocab).parent)
+    plan = plan.with_vocabulary(datamodule)
 
-    module = build_module(cfg, datamodule)
-    # the whole resolved config travels in the checkpoint (plain containers: weights_only loads work)
-    module.hparams["run_config"] = OmegaConf.to_container(cfg, resolve=True)
+    module = instantiate(
+        cfg.task.module, model_config=plan.model, pretrained=cfg.get("pretrained"), _convert_="all"
+    )
+    module.hparams["run_config"] = plan.run_config(cfg)
     trainer = build_trainer(cfg)
     metrics: dict[str, float] = {}
     if cfg.mode == "fit":
@@ -228,28 +229,28 @@ def main(cfg: DictConfig) -> dict[str, float]:
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(cb, ProgressLog):
                 metrics |= cb.summary()
-        if cfg.get("test_after_fit") and hasattr(datamodule, "test_dataloader"):
+        if cfg.get("test_after_fit"):
             metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
+    elif cfg.mode == "test":
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
+        metrics |= {k: v for r in results for k, v in scalar_metrics(r).items()}
     else:
-        state = torch.load(cfg.ckpt, map_location="cpu", weights_only=True)["state_dict"]
-        module.load_state_dict(state)
-        if cfg.mode == "test":
-            results = trainer.test(module, datamodule=datamodule)
-            metrics |= {k: v for r in results for k, v in scalar_metrics(r).items()}
-        else:
-            trainer.predict(module, datamodule=datamodule, return_predictions=False)
+        trainer.predict(
+            module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True, return_predictions=False
+        )
     metrics = {k: v for k, v in metrics.items() if not k.endswith("_step")}
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     if cfg.mode == "fit" and cfg.get("export", True):
-        folder = export(module, out / "export", tok, bool(getattr(datamodule, "lowercase", True)))
+        tokenizer = datamodule.tokenizer if isinstance(datamodule, BertDataModule) else None
+        folder = export(module, out / "export", tokenizer, bool(getattr(datamodule, "lowercase", True)))
         ckpt_cb = trainer.checkpoint_callback
         if trainer.is_global_zero:
             best = getattr(ckpt_cb, "last_model_path", "") or getattr(ckpt_cb, "best_model_path", "")
-            print(
-                f"checkpoint: {best or '(none saved)'}\ntransformers export: {folder}\nmetrics: {out / 'metrics.json'}"
-            )
+            log.info("checkpoint: %s", best or "(none saved)")
+            log.info("transformers export: %s", folder)
+            log.info("metrics: %s", out / "metrics.json")
     return metrics
 
 
-__all__ = ["CheckpointError", "ConfigError", "main"]
+__all__ = ["CheckpointError", "ConfigError", "RunPlan", "main"]

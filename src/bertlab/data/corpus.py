@@ -3,8 +3,7 @@
 Formats: the original BERT text format (one sentence per line, blank line between documents), WikiExtractor
 output (`<doc ...>` blocks, first line the title, one paragraph a line), JSON lines with a text field, any
 `datasets` hub name, and Python's bundled documentation (`"pydoc"`), which every Python install carries and
-which makes offline runs possible. Paragraphs are cut into sentences by `split_sentences`, a small regex
-splitter (no NLTK/spaCy dependency) that knows common abbreviations, initials and decimals.
+which makes offline runs possible. Paragraphs are cut into sentences by `sentences.split_sentences`.
 
 Next-sentence prediction needs documents of at least two sentences: shorter ones are skipped with one
 counted warning, and a corpus with no usable document raises `DataError`.
@@ -22,75 +21,15 @@ from pathlib import Path
 from typing import Literal
 
 from bertlab.data.errors import DataError
+from bertlab.data.sentences import paragraph_sentences, split_sentences
 
 CorpusFormat = Literal["auto", "text", "wiki", "jsonl", "hub", "pydoc"]
 FORMATS: tuple[str, ...] = ("auto", "text", "wiki", "jsonl", "hub", "pydoc")
 PYDOC = "pydoc"
 
-# Words that end in "." without ending the sentence. Titles never end one; the "number" ones only
-# before a digit ("No. 5", "pp. 12"), since "the answer was no." may well end a sentence.
-_TITLES = frozenset({
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "gen", "col", "lt", "maj", "sgt", "capt",
-    "cmdr", "adm", "gov", "sen", "rep", "rev", "hon", "pres", "supt", "insp", "messrs", "mme", "mlle", "vs",
-    "cf", "al", "approx", "ca", "esp", "incl", "dept", "univ", "assn", "bros", "inc", "ltd", "co", "corp",
-    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
-})  # fmt: skip
-_NUMBER_ABBREVIATIONS = frozenset(
-    {"no", "nos", "vol", "vols", "pp", "p", "fig", "figs", "art", "sec", "ch", "eq", "op"}
-)
-_DOTTED = re.compile(r"(?:[^\W\d_]\.)+[^\W\d_]")  # e.g, i.e, U.S, a.m (the final "." is the candidate)
-# A candidate boundary: end punctuation, optional closing quotes/brackets, then whitespace; or CJK stops.
-_CANDIDATE = re.compile(r"[.!?]+[\"'”’»)\]]*\s+|[。！？]+")
-_OPENERS = "\"'“‘«([¿¡"
+# reStructuredText heading underlines and table rules in the pydoc topics: structure, not prose
 _UNDERLINE = re.compile(r"^([*=\-~^\"'`#+])\1{2,}\s*$")
 _TABLE_RULE = re.compile(r"^\s*[=+\-]{2,}(\s+[=+\-]{2,})+\s*$|^\s*\+[=\-+]+\+\s*$")
-
-
-def _is_abbreviation(word: str, next_char: str) -> bool:
-    """True when `word` + "." is an abbreviation or initial rather than the end of a sentence."""
-    word = word.lstrip(_OPENERS)
-    low = word.lower()
-    if low in _TITLES or _DOTTED.fullmatch(word):
-        return True
-    if low in _NUMBER_ABBREVIATIONS and next_char.isdigit():
-        return True
-    # a single capital is an initial ("J. R. R. Tolkien"), at the cost of "World War I. Then"
-    return len(word) == 1 and word.isupper()
-
-
-def split_sentences(text: str) -> list[str]:
-    """Cut a paragraph into sentences at . ! ? (and CJK 。！？) followed by a capital or digit."""
-    text = text.strip()
-    sentences: list[str] = []
-    start = 0
-    for match in _CANDIDATE.finditer(text):
-        end = match.end()
-        if end >= len(text):
-            break
-        punct = match.group()
-        if punct[0] not in "。！？":
-            rest = text[end : end + 4].lstrip(_OPENERS)
-            next_char = rest[:1]
-            # a capital, digit or caseless letter (CJK, Arabic...) may start a sentence; lower case may not
-            if not (next_char.isdigit() or (next_char.isalpha() and not next_char.islower())):
-                continue
-            if punct[0] == "." and not punct.startswith(".."):
-                before = text[start : match.start()].rsplit(None, 1)
-                if before and _is_abbreviation(before[-1], next_char):
-                    continue
-        sentence = text[start:end].strip()
-        if sentence:
-            sentences.append(sentence)
-        start = end
-    last = text[start:].strip()
-    if last:
-        sentences.append(last)
-    return sentences
-
-
-def _paragraph_sentences(text: str) -> list[str]:
-    """Sentences of a multi-paragraph text: paragraphs are lines, each split by `split_sentences`."""
-    return [s for line in text.splitlines() for s in split_sentences(line)]
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
@@ -186,7 +125,7 @@ def jsonl_documents(path: str | Path, text_field: str = "text") -> Iterator[list
         value = record[text_field]
         if isinstance(value, list):  # already split into paragraphs or sentences
             value = "\n".join(str(v) for v in value)
-        yield _paragraph_sentences(str(value))
+        yield paragraph_sentences(str(value))
 
 
 def _rst_sections(text: str) -> Iterator[list[str]]:
@@ -287,7 +226,7 @@ def hub_documents(
             "pass text_field=<the column holding the text>",
         )
     for record in ds:
-        yield _paragraph_sentences(str(record[text_field]))
+        yield paragraph_sentences(str(record[text_field]))
 
 
 @dataclass

@@ -1,10 +1,9 @@
-"""CoNLL-2003 named entity recognition: reader, sub-token label alignment in windows, DataModule.
+"""CoNLL-2003 named entity recognition: sub-token label alignment in windows, decoding, the DataModule.
 
 The paper (section 5.3) feeds WordPiece tokens, predicts each word from its first sub-token and uses
-"maximal document context". Where this module goes further than the paper says:
+"maximal document context". Reading and writing the CoNLL format is `bertlab.data.conll`. Where this
+module goes further than the paper says:
 
-- Tags are read with conlleval's chunk rules, which agree for IOB1 (the original CoNLL-2003 files) and
-  IOB2/BIO files, and are rewritten in one `scheme` (IOB2 by default), so files in either scheme load.
 - Every word is predicted exactly once. A sentence longer than `max_seq_length - 2` word pieces is not
   truncated: it is cut into several windows, each owning a contiguous span of words (labels on their
   first pieces) and filling the rest of its room with the words around that span (labels -100).
@@ -16,39 +15,22 @@ The paper (section 5.3) feeds WordPiece tokens, predicts each word from its firs
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
+from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
+from bertlab.data.conll import LABEL_NAMES, TAG_SCHEMES, Sentence, load_hub_conll, read_conll
 from bertlab.data.errors import DataError
-from bertlab.data.loaders import SplitLoaders
-from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
-from bertlab.metrics.ner import CONLL_TYPES, get_chunks
+from bertlab.data.tokenizer import plain_tokenizer, special_ids
 
 IGNORE_INDEX = -100
-LABEL_NAMES: tuple[str, ...] = ("O", *(f"{p}-{t}" for t in CONLL_TYPES for p in "BI"))
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
-TAG_SCHEMES: tuple[str, ...] = ("IOB1", "IOB2")
-
-
-@dataclass(frozen=True)
-class Sentence:
-    """One sentence: its words, one tag per word, its document's index and the file line of its first word."""
-
-    words: tuple[str, ...]
-    tags: tuple[str, ...]
-    doc: int
-    line: int | None = None
 
 
 @dataclass(frozen=True)
@@ -64,129 +46,6 @@ class Window:
     input_ids: tuple[int, ...]
     labels: tuple[int, ...]
     word_ids: tuple[int | None, ...]
-
-
-# ---------------------------------------------------------------------------------------------- tags
-
-
-def convert_tags(tags: Sequence[str], scheme: str = "IOB2") -> list[str]:
-    """Rewrite IOB1 or IOB2 tags `(N,)` in `scheme`, keeping the chunks conlleval reads from them."""
-    if scheme not in TAG_SCHEMES:
-        raise ValueError(f"unknown NER scheme {scheme!r}; use one of {TAG_SCHEMES}")
-    out = ["O"] * len(tags)
-    prev_end, prev_type = -1, ""
-    for kind, start, end in get_chunks(tags, "IOB1"):
-        # IOB1 writes B- only where a chunk directly follows one of the same type
-        begin = scheme == "IOB2" or (start == prev_end and kind == prev_type)
-        out[start] = f"{'B' if begin else 'I'}-{kind}"
-        for i in range(start + 1, end):
-            out[i] = f"I-{kind}"
-        prev_end, prev_type = end, kind
-    return out
-
-
-def _check_tag(tag: str, label_names: Sequence[str], path: str | Path | None, line: int | None) -> None:
-    """Raise DataError naming the file and line when `tag` is outside the label set."""
-    if tag not in label_names:
-        raise DataError(
-            path,
-            f"unknown NER tag {tag!r}",
-            f"use one of {', '.join(label_names)} (IOB1 or IOB2 tags)",
-            line=line,
-        )
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-def read_conll(
-    path: str | Path,
-    scheme: str = "IOB2",
-    columns: int | None = 4,
-    label_names: Sequence[str] = LABEL_NAMES,
-) -> list[Sentence]:
-    """Read a CoNLL-2003 file (`word POS chunk NER` per line, blank lines between sentences).
-
-    `-DOCSTART-` lines start a new document; the word is the first column and the tag the last.
-    `columns=None` takes the column count from the first word line; every word line must have it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found", "pass the path of a CoNLL-2003 file such as eng.train")
-    sentences: list[Sentence] = []
-    words: list[str] = []
-    tags: list[str] = []
-    first_line = 0
-    doc = -1
-
-    def close() -> None:
-        if words:
-            sentences.append(
-                Sentence(tuple(words), tuple(convert_tags(tags, scheme)), max(doc, 0), first_line)
-            )
-            words.clear()
-            tags.clear()
-
-    convert_tags([], scheme)  # validates `scheme` before reading
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number, raw in enumerate(f, start=1):
-                parts = raw.split()
-                if not parts:
-                    close()
-                    continue
-                if parts[0] == "-DOCSTART-":
-                    close()
-                    doc += 1
-                    continue
-                if columns is None:
-                    columns = len(parts)
-                if len(parts) != columns or len(parts) < 2:
-                    expected = columns if columns >= 2 else "at least 2"
-                    raise DataError(
-                        path,
-                        f"expected {expected} space-separated columns (word ... NER tag), found {len(parts)}",
-                        "fix the line or pass the file's column count as `columns`",
-                        line=number,
-                    )
-                _check_tag(parts[-1], label_names, path, number)
-                if not words:
-                    first_line = number
-                    doc = max(doc, 0)  # a file without -DOCSTART- lines is one document
-                words.append(parts[0])
-                tags.append(parts[-1])
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason})", "re-encode the file as UTF-8") from err
-    close()
-    if not sentences:
-        raise DataError(path, "no sentences found", "pass a CoNLL file with one `word ... tag` line per word")
-    return sentences
-
-
-def load_hub_conll(hub_name: str, split: str, scheme: str = "IOB2") -> list[Sentence]:
-    """Read a split ("train", "val", "test") of a hub copy such as `eriktks/conll2003` via `datasets`.
-
-    The hub copies drop the -DOCSTART- lines, so every sentence is its own document there.
-    """
-    try:
-        import datasets
-
-        data = datasets.load_dataset(hub_name, split=HUB_SPLITS[split])
-        names = data.features["ner_tags"].feature.names
-    except Exception as err:  # the hub client raises many types, all meaning "not available"
-        reason = str(err).splitlines()[0][:200] if str(err) else ""
-        raise DataError(
-            hub_name,
-            f"could not load the {split!r} split from the Hugging Face hub ({type(err).__name__}: {reason})",
-            "pass local CoNLL files as train_file/val_file/test_file, or check the connection",
-        ) from err
-    sentences = []
-    for i, row in enumerate(data):
-        tags = [names[t] for t in row["ner_tags"]]
-        for tag in tags:
-            _check_tag(tag, LABEL_NAMES, f"{hub_name}[{HUB_SPLITS[split]}]", i)
-        sentences.append(Sentence(tuple(row["tokens"]), tuple(convert_tags(tags, scheme)), doc=i, line=None))
-    return sentences
 
 
 # ---------------------------------------------------------------------------------------------- alignment
@@ -351,68 +210,87 @@ def decode_windows(
     return out
 
 
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def _index(window_index: Tensor | Sequence[int] | None, count: int) -> list[int]:
+    """Window indices as a list; None = every window of the split in order."""
+    if window_index is None:
+        return list(range(count))
+    return window_index.tolist() if isinstance(window_index, Tensor) else list(window_index)
+
+
+def window_sentences(windows: Sequence[Window], window_index: Iterable[int]) -> list[int]:
+    """Sentence indices of the windows `window_index`, in order of first appearance (decoding's order)."""
+    return list(dict.fromkeys(windows[w].sentence for w in window_index))
+
+
+def decode_split(
+    data: SplitData,
+    predictions: Tensor | Sequence[Any],
+    label_names: Sequence[str],
+    window_index: Tensor | Sequence[int] | None = None,
+) -> list[list[str]]:
+    """Word tags per sentence of a NER split from predicted ids `(W, T)` or logits `(W, T, C)` of windows.
+
+    Without `window_index`, row i is window i and every sentence of the split comes back in order.
+    With it (a batch's `window_index`), row i is window `window_index[i]` and the sentences of those
+    windows come back in order of first appearance, matching `gold_tags(data, window_index)`.
+    """
+    index = _index(window_index, len(data.features))
+    chosen = [data.features[w] for w in index]
+    return decode_windows(
+        predictions,
+        [w.word_ids for w in chosen],
+        [w.sentence for w in chosen],
+        label_names,
+        {s: len(data.examples[s].words) for s in window_sentences(data.features, index)},
+    )
+
+
+def gold_tags(data: SplitData, window_index: Tensor | Sequence[int] | None = None) -> list[list[str]]:
+    """Gold word tags per sentence: all sentences, or those of `window_index` in `decode_split`'s order."""
+    if window_index is None:
+        return [list(s.tags) for s in data.examples]
+    index = _index(window_index, len(data.features))
+    return [list(data.examples[s].tags) for s in window_sentences(data.features, index)]
+
+
 # ---------------------------------------------------------------------------------------------- batching
 
 
-class _SentenceDataset(Dataset):
-    """Items are sentences, each the list of its windows, so a sentence never straddles batches or ranks."""
-
-    def __init__(self, windows: Sequence[Window]) -> None:
-        self.groups: list[list[tuple[int, Window]]] = []
-        for i, window in enumerate(windows):
-            if not self.groups or self.groups[-1][0][1].sentence != window.sentence:
-                self.groups.append([])
-            self.groups[-1].append((i, window))
-
-    def __len__(self) -> int:
-        return len(self.groups)
-
-    def __getitem__(self, index: int) -> list[tuple[int, Window]]:
-        return self.groups[index]
+def group_windows(windows: Sequence[Window]) -> list[list[tuple[int, Window]]]:
+    """Consecutive windows of one sentence as one item `[(window index, window), ...]`."""
+    groups: list[list[tuple[int, Window]]] = []
+    for i, window in enumerate(windows):
+        if not groups or groups[-1][0][1].sentence != window.sentence:
+            groups.append([])
+        groups[-1].append((i, window))
+    return groups
 
 
 def collate_windows(items: Sequence[Sequence[tuple[int, Window]]], pad_id: int) -> dict[str, Tensor]:
     """Pad the windows of a batch of sentences: ids, types, mask, labels `(B, T)`, window_index `(B,)`."""
     flat = [pair for sentence in items for pair in sentence]
-    width = max(len(w.input_ids) for _, w in flat)
-    input_ids = torch.full((len(flat), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(flat), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(flat), width), dtype=torch.long)
-    for row, (_, window) in enumerate(flat):
-        n = len(window.input_ids)
-        input_ids[row, :n] = torch.tensor(window.input_ids)
-        labels[row, :n] = torch.tensor(window.labels)
-        attention_mask[row, :n] = 1
+    ids = [w.input_ids for _, w in flat]
+    input_ids = pad_rows(ids, pad_id)
     return {
         "input_ids": input_ids,
         "token_type_ids": torch.zeros_like(input_ids),
-        "attention_mask": attention_mask,
-        "labels": labels,
+        "attention_mask": attention_mask(ids),
+        "labels": pad_rows([w.labels for _, w in flat], IGNORE_INDEX),
         "window_index": torch.tensor([i for i, _ in flat], dtype=torch.long),
     }
 
 
-@dataclass
-class _Split:
-    """What the DataModule keeps of one split."""
-
-    sentences: list[Sentence]
-    windows: list[Window]
-
-
-def _unique(values: Iterable[int]) -> list[int]:
-    """Values in order of first appearance."""
-    return list(dict.fromkeys(values))
-
-
-class NERDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
+class NERDataModule(BertDataModule):
     """CoNLL-2003 NER from local files (`train_file`, ...) or a hub copy (`hub_name`), split by split.
 
-    Batches hold `batch_size` sentences, so `B` counts windows: a long sentence adds one row per window.
-    Keys: input_ids, token_type_ids, attention_mask, labels `(B, T)` and window_index `(B,)`, all long;
-    `decode(split, predictions, window_index)` turns predictions back into word tags per sentence.
-    Dataset items are whole sentences, so a DistributedSampler never splits a sentence's windows across
-    ranks and every evaluation batch decodes on its own (`EntityF1` then sums its counts over ranks).
+    A split's `examples` are its `Sentence`s and its `features` its `Window`s; dataset items are whole
+    sentences (the list of their windows), so a batch holds `batch_size` sentences and `B` counts
+    windows, and a DistributedSampler never splits a sentence's windows across ranks: every evaluation
+    batch decodes on its own (`decode_split`, `gold_tags`). Keys: input_ids, token_type_ids,
+    attention_mask, labels `(B, T)` and window_index `(B,)` (index into the split's windows), all long.
     """
 
     def __init__(
@@ -422,89 +300,59 @@ class NERDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
         val_file: str | Path | None = None,
         test_file: str | Path | None = None,
         hub_name: str | None = None,
-        tokenizer: str | Path | Tokenizer,
+        tokenizer: str | Path | Tokenizer | None,
         max_seq_length: int = 128,
         scheme: str = "IOB2",
         document_context: bool = False,
         batch_size: int = 32,
         eval_batch_size: int = 64,
         num_workers: int = 0,
-        max_train_sentences: int | None = None,
-        max_eval_sentences: int | None = None,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
     ) -> None:
-        super().__init__()
         if scheme not in TAG_SCHEMES:
             raise ValueError(f"unknown NER scheme {scheme!r}; use one of {TAG_SCHEMES}")
         if max_seq_length < 3:
             raise ValueError(f"max_seq_length={max_seq_length} leaves no room between [CLS] and [SEP]")
-        self.files: dict[str, Path | None] = {
-            "train": None if train_file is None else Path(train_file),
-            "val": None if val_file is None else Path(val_file),
-            "test": None if test_file is None else Path(test_file),
-        }
-        self.hub_name = hub_name
-        self._tokenizer_source = tokenizer
-        self.max_seq_length = max_seq_length
+        super().__init__(
+            tokenizer=tokenizer,
+            files={"train": train_file, "val": val_file, "test": test_file},
+            hub_name=hub_name,
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples,
+        )
         self.scheme = scheme
         self.document_context = document_context
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.max_sentences = {
-            "train": max_train_sentences,
-            "val": max_eval_sentences,
-            "test": max_eval_sentences,
-        }
-        self.label_names: list[str] = list(LABEL_NAMES)
-        self.num_labels = len(self.label_names)
-        self.label_to_id = {name: i for i, name in enumerate(self.label_names)}
-        self.splits: dict[str, _Split] = {}
-        # plain values only, so checkpoints load under torch's weights_only default
-        self.save_hyperparameters(
-            {
-                "train_file": None if train_file is None else str(train_file),
-                "val_file": None if val_file is None else str(val_file),
-                "test_file": None if test_file is None else str(test_file),
-                "hub_name": hub_name,
-                "tokenizer": None if isinstance(tokenizer, Tokenizer) else str(tokenizer),
-                "max_seq_length": max_seq_length,
-                "scheme": scheme,
-                "document_context": document_context,
-                "batch_size": batch_size,
-                "eval_batch_size": eval_batch_size,
-                "max_train_sentences": max_train_sentences,
-                "max_eval_sentences": max_eval_sentences,
-            }
-        )
+        self.label_to_id = {name: i for i, name in enumerate(LABEL_NAMES)}
 
-    def _read(self, split: str) -> list[Sentence] | None:
-        """Sentences of one split from its file, else from the hub, else None."""
-        path = self.files[split]
+    @property
+    def label_names(self) -> list[str]:
+        """The nine CoNLL-2003 tags in model-id order (`LABEL_NAMES`)."""
+        return list(LABEL_NAMES)
+
+    def read(self, name: str) -> list[Sentence]:
+        """Sentences of one split from its file, else from the hub."""
+        path = self.files.get(name)
         if path is not None:
             return read_conll(path, scheme=self.scheme)
-        if self.hub_name is None:
-            return None
+        assert self.hub_name is not None  # has_split checked a source exists
         if self.document_context:
             raise DataError(
                 self.hub_name,
                 "hub copies of CoNLL-2003 drop the -DOCSTART- lines, so there is no document context",
                 "pass the original files as train_file/val_file/test_file, or set document_context=False",
             )
-        return load_hub_conll(self.hub_name, split, self.scheme)
+        return load_hub_conll(self.hub_name, split_kind(name), self.scheme)
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read and window the splits `stage` needs (all available ones when None)."""
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in wanted.get(stage or "", SPLITS):
-            if split in self.splits:
-                continue
-            sentences = self._read(split)
-            if sentences is None:
-                continue
-            limit = self.max_sentences[split]
-            if limit is not None:
-                sentences = sentences[:limit]
-            self.splits[split] = _Split(sentences, self.make_windows(sentences))
+    def encode(self, name: str, examples: Sequence[Sentence]) -> SplitData:
+        """Tokenise sentences and cut them into windows; items group each sentence's windows."""
+        windows = self.make_windows(examples)
+        source = str(self.files.get(name) or self.hub_name or "")
+        return SplitData(name, list(examples), windows, source=source, items=group_windows(windows))
 
     def make_windows(self, sentences: Sequence[Sentence]) -> list[Window]:
         """Tokenise sentences and cut them into windows with this module's settings."""
@@ -520,65 +368,6 @@ class NERDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
             document_context=self.document_context,
         )
 
-    def _split(self, split: str) -> _Split:
-        """The prepared split, with a clear error when it is missing."""
-        if split not in SPLITS:
-            raise KeyError(f"unknown split {split!r}; use one of {SPLITS}")
-        if split not in self.splits:
-            raise RuntimeError(
-                f"split {split!r} is not loaded: pass {split}_file (or hub_name) and call setup() first"
-            )
-        return self.splits[split]
-
-    def sentences(self, split: str) -> list[Sentence]:
-        """The split's sentences (words, gold tags in `scheme`, document)."""
-        return self._split(split).sentences
-
-    def windows(self, split: str) -> list[Window]:
-        """The split's windows; `window_index` in batches indexes this list."""
-        return self._split(split).windows
-
-    def gold_tags(self, split: str, window_index: Tensor | Sequence[int] | None = None) -> list[list[str]]:
-        """Gold word tags per sentence: all sentences, or those of `window_index` in `decode`'s order."""
-        data = self._split(split)
-        if window_index is None:
-            return [list(s.tags) for s in data.sentences]
-        index = window_index.tolist() if isinstance(window_index, Tensor) else list(window_index)
-        return [list(data.sentences[s].tags) for s in _unique(data.windows[w].sentence for w in index)]
-
-    def decode(
-        self,
-        split: str,
-        predictions: Tensor | Sequence[Any],
-        window_index: Tensor | Sequence[int] | None = None,
-    ) -> list[list[str]]:
-        """Word tags per sentence from predicted ids `(W, T)` or logits `(W, T, C)` of windows.
-
-        Without `window_index`, row i is window i and every sentence of the split comes back in order.
-        With it (a batch's `window_index`), row i is window `window_index[i]` and the sentences of those
-        windows come back in order of first appearance, matching `gold_tags(split, window_index)`.
-        """
-        data = self._split(split)
-        if window_index is None:
-            index = list(range(len(data.windows)))
-        else:
-            index = window_index.tolist() if isinstance(window_index, Tensor) else list(window_index)
-        chosen = [data.windows[w] for w in index]
-        return decode_windows(
-            predictions,
-            [w.word_ids for w in chosen],
-            [w.sentence for w in chosen],
-            self.label_names,
-            {s: len(data.sentences[s].words) for s in _unique(w.sentence for w in chosen)},
-        )
-
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        """A loader over the split's sentences that pads each batch to its longest window."""
-        return DataLoader(
-            _SentenceDataset(self._split(split).windows),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(collate_windows, pad_id=special_ids(self.tokenizer)["pad"]),
-            persistent_workers=self.num_workers > 0,
-        )
+    def collate(self, items: list[list[tuple[int, Window]]]) -> dict[str, Tensor]:
+        """Pad a batch of sentences' windows to its longest window."""
+        return collate_windows(items, self.pad_id)

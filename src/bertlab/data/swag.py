@@ -11,20 +11,17 @@ column read as well.
 from __future__ import annotations
 
 import csv
-import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
 from tokenizers import Tokenizer
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
+from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
 from bertlab.data.errors import DataError
-from bertlab.data.loaders import SplitLoaders
-from bertlab.data.tokenizer import LazyTokenizer, plain_tokenizer, special_ids
+from bertlab.data.tokenizer import plain_tokenizer
 
 NUM_CHOICES = 4
 ENDINGS: tuple[str, ...] = tuple(f"ending{i}" for i in range(NUM_CHOICES))
@@ -32,8 +29,8 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("sent1", "sent2", *ENDINGS)
 OFFICIAL_HEADER = (
     ",video-id,fold-ind,startphrase,sent1,sent2,gold-source,ending0,ending1,ending2,ending3,label"
 )
-HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test"}
-SPLITS: tuple[str, ...] = ("train", "val", "test")
+# bertlab split -> the hub's split; predict reads the test split, as it reads test's file
+HUB_SPLITS: dict[str, str] = {"train": "train", "val": "validation", "test": "test", "predict": "test"}
 
 
 @dataclass(frozen=True)
@@ -156,41 +153,18 @@ def encode_swag(
     return out
 
 
-class _SwagDataset(Dataset):
-    """Encoded examples with their index in the split."""
-
-    def __init__(
-        self, encoded: Sequence[tuple[list[list[int]], list[list[int]]]], labels: Sequence[int | None]
-    ) -> None:
-        self.encoded, self.labels = encoded, labels
-
-    def __len__(self) -> int:
-        return len(self.encoded)
-
-    def __getitem__(self, index: int) -> tuple[int, list[list[int]], list[list[int]], int | None]:
-        ids, types = self.encoded[index]
-        return index, ids, types, self.labels[index]
-
-
 def collate_swag(
     items: Sequence[tuple[int, list[list[int]], list[list[int]], int | None]], pad_id: int
 ) -> dict[str, Tensor]:
     """Pad a batch: input_ids, token_type_ids, attention_mask `(B, 4, T)`, labels `(B,)` when all known, idx `(B,)`."""
-    width = max(len(choice) for _, ids, _, _ in items for choice in ids)
-    shape = (len(items), NUM_CHOICES, width)
-    input_ids = torch.full(shape, pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros(shape, dtype=torch.long)
-    attention_mask = torch.zeros(shape, dtype=torch.long)
-    for b, (_, ids, types, _) in enumerate(items):
-        for c in range(NUM_CHOICES):
-            n = len(ids[c])
-            input_ids[b, c, :n] = torch.tensor(ids[c])
-            token_type_ids[b, c, :n] = torch.tensor(types[c])
-            attention_mask[b, c, :n] = 1
+    # the B x 4 choices as rows, padded to the batch's longest choice, then back to (B, 4, T)
+    ids = [choice for _, item_ids, _, _ in items for choice in item_ids]
+    types = [choice for _, _, item_types, _ in items for choice in item_types]
+    shape = (len(items), NUM_CHOICES, -1)
     batch = {
-        "input_ids": input_ids,
-        "token_type_ids": token_type_ids,
-        "attention_mask": attention_mask,
+        "input_ids": pad_rows(ids, pad_id).view(shape),
+        "token_type_ids": pad_rows(types, 0).view(shape),
+        "attention_mask": attention_mask(ids).view(shape),
         "idx": torch.tensor([i for i, _, _, _ in items], dtype=torch.long),
     }
     labels = [label for _, _, _, label in items]
@@ -199,12 +173,25 @@ def collate_swag(
     return batch
 
 
-class SWAGDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
+def write_swag_predictions(path: str | Path, predicted: Mapping[int, int]) -> Path:
+    """Write SWAG predictions as csv: header `idx,prediction`, one row per example index, in index order."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["idx", "prediction"])
+        writer.writerows(sorted(predicted.items()))
+    return path
+
+
+class SWAGDataModule(BertDataModule):
     """SWAG from the official csv files or `allenai/swag`; batches of `(B, 4, T)` choices.
 
-    Keys: input_ids, token_type_ids, attention_mask `(B, 4, T)`, idx `(B,)` (index in the split's
-    example list) and labels `(B,)`, all long. `labels` is absent from batches of unlabelled examples:
-    the official test.csv (and the hub's test split) have none.
+    A split's `examples` are its `SwagExample`s and its `features` the encoded questions
+    `(index, input_ids (4, T_i), token_type_ids (4, T_i), label or None)`. Batch keys: input_ids,
+    token_type_ids, attention_mask `(B, 4, T)`, idx `(B,)` (index in the split's examples) and labels
+    `(B,)`, all long. `labels` is absent from batches of unlabelled examples: the official test.csv
+    (and the hub's test split) have none.
     """
 
     def __init__(
@@ -214,7 +201,7 @@ class SWAGDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
         val_file: str | Path | None = None,
         test_file: str | Path | None = None,
         hub_name: str | None = None,
-        tokenizer: str | Path | Tokenizer,
+        tokenizer: str | Path | Tokenizer | None,
         max_seq_length: int = 128,
         batch_size: int = 16,
         eval_batch_size: int = 32,
@@ -222,75 +209,36 @@ class SWAGDataModule(LazyTokenizer, SplitLoaders, L.LightningDataModule):
         max_train_examples: int | None = None,
         max_eval_examples: int | None = None,
     ) -> None:
-        super().__init__()
         if max_seq_length < 4:
             raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
-        self.files: dict[str, Path | None] = {
-            "train": None if train_file is None else Path(train_file),
-            "val": None if val_file is None else Path(val_file),
-            "test": None if test_file is None else Path(test_file),
-        }
-        self.hub_name = hub_name
-        self._tokenizer_source = tokenizer
-        self.max_seq_length = max_seq_length
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.max_examples = {"train": max_train_examples, "val": max_eval_examples, "test": max_eval_examples}
-        self.num_choices = NUM_CHOICES
-        self.examples: dict[str, list[SwagExample]] = {}
-        self._encoded: dict[str, list[tuple[list[list[int]], list[list[int]]]]] = {}
-        # plain values only, so checkpoints load under torch's weights_only default
-        self.save_hyperparameters(
-            {
-                "train_file": None if train_file is None else str(train_file),
-                "val_file": None if val_file is None else str(val_file),
-                "test_file": None if test_file is None else str(test_file),
-                "hub_name": hub_name,
-                "tokenizer": None if isinstance(tokenizer, Tokenizer) else str(tokenizer),
-                "max_seq_length": max_seq_length,
-                "batch_size": batch_size,
-                "eval_batch_size": eval_batch_size,
-                "max_train_examples": max_train_examples,
-                "max_eval_examples": max_eval_examples,
-            }
+        super().__init__(
+            tokenizer=tokenizer,
+            files={"train": train_file, "val": val_file, "test": test_file},
+            hub_name=hub_name,
+            max_seq_length=max_seq_length,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples,
         )
 
-    def _read(self, split: str) -> list[SwagExample] | None:
-        """Examples of one split from its file, else from the hub, else None."""
-        path = self.files[split]
+    def read(self, name: str) -> list[SwagExample]:
+        """Examples of one split from its file, else from the hub."""
+        path = self.files.get(name)
         if path is not None:
             return read_swag_csv(path)
-        if self.hub_name is not None:
-            return load_hub_swag(self.hub_name, split)
-        return None
+        assert self.hub_name is not None  # has_split checked a source exists
+        return load_hub_swag(self.hub_name, split_kind(name))
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read and encode the splits `stage` needs (all available ones when None)."""
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
-        for split in wanted.get(stage or "", SPLITS):
-            if split in self.examples:
-                continue
-            examples = self._read(split)
-            if examples is None:
-                continue
-            limit = self.max_examples[split]
-            if limit is not None:
-                examples = examples[:limit]
-            self.examples[split] = examples
-            self._encoded[split] = encode_swag(examples, self.tokenizer, self.max_seq_length)
+    def encode(self, name: str, examples: Sequence[SwagExample]) -> SplitData:
+        """Tokenise every question's four choices; features carry the example index and label."""
+        encoded = encode_swag(examples, self.tokenizer, self.max_seq_length)
+        features = [(i, ids, types, ex.label) for i, ((ids, types), ex) in enumerate(zip(encoded, examples))]
+        return SplitData(name, list(examples), features, source=str(self.files.get(name) or self.hub_name))
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        """A loader over one split that pads each batch to its longest choice."""
-        if split not in self.examples:
-            raise RuntimeError(
-                f"split {split!r} is not loaded: pass {split}_file (or hub_name) and call setup()"
-            )
-        return DataLoader(
-            _SwagDataset(self._encoded[split], [ex.label for ex in self.examples[split]]),
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=functools.partial(collate_swag, pad_id=special_ids(self.tokenizer)["pad"]),
-            persistent_workers=self.num_workers > 0,
-        )
+    def collate(
+        self, items: list[tuple[int, list[list[int]], list[list[int]], int | None]]
+    ) -> dict[str, Tensor]:
+        """Pad a batch to its longest choice."""
+        return collate_swag(items, self.pad_id)

@@ -187,19 +187,3 @@ def plain_tokenizer(tok: Tokenizer) -> Tokenizer:
     copy.no_padding()
     copy.no_truncation()
     return copy
-
-
-class LazyTokenizer:
-    """Mixin for DataModules: `tokenizer` is loaded from `_tokenizer_source` on first use (a path, a hub
-    name or a ready `Tokenizer`), so building a DataModule from a config reads no file."""
-
-    _tokenizer_source: str | Path | Tokenizer
-    _tokenizer: Tokenizer | None = None
-
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The WordPiece tokenizer, loaded on first use."""
-        if self._tokenizer is None:
-            src = self._tokenizer_source
-            self._tokenizer = src if isinstance(src, Tokenizer) else load_tokenizer(src)
-        return self._tokenizer

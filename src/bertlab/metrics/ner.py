@@ -22,7 +22,6 @@ from torch import Tensor
 from torchmetrics import Metric
 
 SCHEMES: tuple[str, ...] = ("IOB1", "IOB2", "IOBES")
-CONLL_TYPES: tuple[str, ...] = ("PER", "ORG", "LOC", "MISC")
 
 Chunk = tuple[str, int, int]  # (type, first word, one past the last word)
 
@@ -123,7 +122,8 @@ class EntityF1(Metric):
 
     `update(preds, target)` takes word-level tag lists (one list of strings per sentence), the torchmetrics
     argument order; `compute()` returns the keys of `entity_f1`, with per-type keys for every type in
-    `entity_types` (0 when a type never occurs). Chunks of other types count in the overall scores only.
+    `entity_types` (0 when a type never occurs; CoNLL-2003's are `bertlab.data.conll.CONLL_TYPES`, a task
+    passes the types of its label names). Chunks of other types count in the overall scores only.
     """
 
     is_differentiable = False
@@ -136,9 +136,7 @@ class EntityF1(Metric):
     tokens_correct: Tensor
     tokens: Tensor
 
-    def __init__(
-        self, entity_types: Sequence[str] = CONLL_TYPES, scheme: str = "IOB2", **kwargs: object
-    ) -> None:
+    def __init__(self, entity_types: Sequence[str], scheme: str = "IOB2", **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         split_tag("O", scheme)  # validates the scheme name now rather than at the first update
         self.entity_types = tuple(entity_types)

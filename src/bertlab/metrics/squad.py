@@ -11,18 +11,18 @@ Written from the published definitions of the official evaluation scripts (torch
   script, with a warning). With null odds, a question whose odds exceed `na_prob_thresh` (1.0 by
   default, the script's default) is scored as if it answered "". The best-threshold sweep orders
   questions by null odds and answers them one by one, keeping the first strictly best running score.
+
+References are `{qid: gold answer texts}`; `bertlab.data.squad_reader.gold_answers` builds them from an
+official json file or from read examples.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import string
 import warnings
 from collections import Counter
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 _DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -52,37 +52,15 @@ def token_f1(prediction: str, gold: str, *, empty_matches_empty: bool = True) ->
     return 2 * precision * recall / (precision + recall)
 
 
-def gold_answers(dataset: Any) -> dict[str, list[str]]:
-    """`{qid: gold texts}` (empty list when unanswerable) from any accepted form of the data set.
-
-    Accepted: a path to an official json, its loaded object (`{"data": [...]}`), its list of articles,
-    a sequence of examples with `.qid` and `.answers`, or a mapping `{qid: [texts]}`.
-    """
-    if isinstance(dataset, (str, Path)):
-        dataset = json.loads(Path(dataset).read_text(encoding="utf-8"))
-    if isinstance(dataset, Mapping) and isinstance(dataset.get("data"), list):
-        dataset = dataset["data"]
-    if isinstance(dataset, Mapping):
-        return {str(q): [str(a) for a in answers] for q, answers in dataset.items()}
-    golds: dict[str, list[str]] = {}
-    for item in dataset:
-        if isinstance(item, Mapping):  # an official article
-            for paragraph in item["paragraphs"]:
-                for qa in paragraph["qas"]:
-                    golds[str(qa["id"])] = [str(a["text"]) for a in qa["answers"]]
-        else:
-            golds[str(item.qid)] = [str(a) for a in item.answers]
-    return golds
-
-
-def squad_v1_scores(dataset: Any, predictions: Mapping[str, str]) -> dict[str, float]:
-    """SQuAD v1.1 `exact_match` and `f1` (0–100) over every question of `dataset`."""
-    golds = gold_answers(dataset)
-    if not golds:
+def squad_v1_scores(
+    references: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
+) -> dict[str, float]:
+    """SQuAD v1.1 `exact_match` and `f1` (0–100) over every question of `references` ({qid: gold texts})."""
+    if not references:
         raise ValueError("no questions in the data set")
     em = f1 = 0.0
     missing = 0
-    for qid, answers in golds.items():
+    for qid, answers in references.items():
         if not answers:
             raise ValueError(f"question {qid} has no gold answer; score SQuAD v2 data with squad_v2_scores")
         if qid not in predictions:
@@ -92,8 +70,10 @@ def squad_v1_scores(dataset: Any, predictions: Mapping[str, str]) -> dict[str, f
         em += max(exact_match(pred, a) for a in answers)
         f1 += max(token_f1(pred, a, empty_matches_empty=False) for a in answers)
     if missing:
-        warnings.warn(f"{missing} of {len(golds)} questions have no prediction; they score 0", stacklevel=2)
-    return {"exact_match": 100.0 * em / len(golds), "f1": 100.0 * f1 / len(golds)}
+        warnings.warn(
+            f"{missing} of {len(references)} questions have no prediction; they score 0", stacklevel=2
+        )
+    return {"exact_match": 100.0 * em / len(references), "f1": 100.0 * f1 / len(references)}
 
 
 def best_threshold(
@@ -120,7 +100,7 @@ def best_threshold(
 
 
 def squad_v2_scores(
-    dataset: Any,
+    references: Mapping[str, Sequence[str]],
     predictions: Mapping[str, str],
     null_odds: Mapping[str, float] | None = None,
     *,
@@ -128,14 +108,14 @@ def squad_v2_scores(
 ) -> dict[str, float]:
     """SQuAD v2.0 scores (0–100) with the official keys; `best_*` only when `null_odds` is given.
 
+    `references` is `{qid: gold texts}`, an empty list for an unanswerable question.
     Keys: exact, f1, total, HasAns_exact/_f1/_total and NoAns_exact/_f1/_total (each split only when
     it has questions), best_exact, best_exact_thresh, best_f1, best_f1_thresh.
     """
-    golds = gold_answers(dataset)
-    has_answer = {qid: bool(answers) for qid, answers in golds.items()}
+    has_answer = {qid: bool(answers) for qid, answers in references.items()}
     exact_raw: dict[str, float] = {}
     f1_raw: dict[str, float] = {}
-    for qid, answers in golds.items():
+    for qid, answers in references.items():
         if qid not in predictions:
             continue
         refs = [a for a in answers if normalize_answer(a)] or [""]
@@ -144,9 +124,9 @@ def squad_v2_scores(
         f1_raw[qid] = max(token_f1(pred, a) for a in refs)
     if not exact_raw:
         raise ValueError("no prediction matches a question of the data set")
-    if len(exact_raw) < len(golds):
+    if len(exact_raw) < len(references):
         warnings.warn(
-            f"{len(golds) - len(exact_raw)} of {len(golds)} questions have no prediction; left out of the totals",
+            f"{len(references) - len(exact_raw)} of {len(references)} questions have no prediction; left out of the totals",
             stacklevel=2,
         )
     odds = {qid: 0.0 for qid in exact_raw} if null_odds is None else dict(null_odds)
@@ -178,7 +158,6 @@ def squad_v2_scores(
 __all__ = [
     "best_threshold",
     "exact_match",
-    "gold_answers",
     "normalize_answer",
     "squad_v1_scores",
     "squad_v2_scores",

@@ -1,6 +1,6 @@
 """The BERT encoder and its heads: torch only, so the model can be lifted out whole."""
 
-from bertlab.model.bert import BertModel, BertOutput
+from bertlab.model.bert import BertModel, BertOutputs
 from bertlab.model.config import BertConfig
 from bertlab.model.heads import (
     BertForMultipleChoice,
@@ -18,5 +18,5 @@ __all__ = [
     "BertForSequenceClassification",
     "BertForTokenClassification",
     "BertModel",
-    "BertOutput",
+    "BertOutputs",
 ]

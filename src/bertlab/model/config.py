@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
@@ -29,7 +29,6 @@ class BertConfig:
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob, as transformers
     # bertlab-only: run dense layers on real tokens only when a batch has padding (same numbers).
     unpad: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, repr=False)  # unknown config.json keys, kept
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
@@ -63,17 +62,16 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> BertConfig:
-        """Build from a transformers config.json dict; unknown keys are kept in `extra`."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        """Build from a transformers config.json dict (or `to_dict`'s); keys that are not fields are ignored
+        (architectures, id2label, transformers_version, ...)."""
+        names = {f.name for f in dataclasses.fields(cls)}
         pos = values.get("position_embedding_type", "absolute")
         if pos != "absolute":
             raise ValueError(f"position_embedding_type {pos!r} is not BERT's; only 'absolute' is supported")
-        known = {k: v for k, v in values.items() if k in names}
-        extra = {k: v for k, v in values.items() if k not in names and k != "extra"}
-        return cls(**known, extra=extra)
+        return cls(**{k: v for k, v in values.items() if k in names})
 
     def to_dict(self) -> dict[str, Any]:
         """A transformers-compatible config.json dict (model_type bert)."""
-        out = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("extra", "unpad")}
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "unpad"}
         out.update({"model_type": "bert", "position_embedding_type": "absolute"})
         return out

@@ -1,19 +1,18 @@
-"""Checkpoint conversion: transformers-format folders in and out, through one explicit key map.
+"""Checkpoint conversion: the one explicit key map between checkpoints and our modules, and the export.
 
 Loading is strict. Legacy entries are dropped by name, the pre-training heads are dropped when the
 target has none, tied copies are checked; everything else left over, missing or of the wrong shape
-raises one error listing the keys and the fix.
+raises one error listing the keys and the fix. Files are read in `model/checkpoint.py`; the other
+direction, a transformers-format folder, is written here (`write_folder`).
 """
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import re
 import shutil
 from pathlib import Path
-from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +20,6 @@ from torch import Tensor, nn
 from bertlab.model.config import BertConfig
 
 log = logging.getLogger(__name__)
-M = TypeVar("M", bound=nn.Module)
 
 ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 # Buffers older transformers versions saved; they carry no learned state.
@@ -31,73 +29,10 @@ TIED = {
     "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
 }
-WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model, with what to do about it."""
-
-
-def resolve(path: str | Path) -> Path:
-    """A local folder as is; otherwise a hub name downloaded to the local cache (needs internet)."""
-    local = Path(path).expanduser()
-    if local.is_dir():
-        return local
-    if local.exists() or str(path).startswith((".", "/", "~")):
-        raise CheckpointError(f"{path}: not a checkpoint folder; pass a folder with config.json and weights")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
-        )
-    except Exception as err:
-        raise CheckpointError(
-            f"{path}: no such local folder and the hub could not provide it ({type(err).__name__}); "
-            "pass a local transformers-format folder (config.json + model.safetensors)"
-        ) from err
-
-
-def read_config(folder: Path) -> BertConfig:
-    """BertConfig from `folder/config.json`."""
-    file = folder / "config.json"
-    if not file.is_file():
-        raise CheckpointError(f"{file}: missing; a transformers-format BERT folder needs config.json")
-    values = json.loads(file.read_text(encoding="utf-8"))
-    if values.get("model_type", "bert") != "bert":
-        raise CheckpointError(
-            f"{file}: model_type is {values['model_type']!r}, not 'bert'; use a BERT checkpoint"
-        )
-    return BertConfig.from_dict(values)
-
-
-def _read_one(file: Path) -> dict[str, Tensor]:
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def read_state_dict(folder: Path) -> dict[str, Tensor]:
-    """All tensors of a folder: model.safetensors, pytorch_model.bin, or their sharded index files."""
-    for name in WEIGHT_FILES:
-        file = folder / name
-        if not file.is_file():
-            continue
-        if name.endswith(".index.json"):
-            shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
-            out: dict[str, Tensor] = {}
-            for shard in shards:
-                out.update(_read_one(folder / shard))
-            return out
-        return _read_one(file)
-    raise CheckpointError(f"{folder}: no weights ({', '.join(WEIGHT_FILES)}); save the model there first")
 
 
 def _rename_legacy(key: str) -> str:
@@ -181,30 +116,6 @@ def load_state(
     return allowed
 
 
-def load_pretrained(
-    cls: type[M],
-    path: str | Path,
-    new_heads: bool = False,
-    config_overrides: dict[str, Any] | None = None,
-    **init_kwargs: Any,
-) -> M:
-    """Build `cls` with the folder's config and load its weights strictly (see `load_state`)."""
-    folder = resolve(path)
-    config = read_config(folder)
-    for key, value in (config_overrides or {}).items():
-        if not hasattr(config, key):
-            raise CheckpointError(f"config override {key!r} is not a BertConfig field")
-        setattr(config, key, value)
-    config.__post_init__()
-    accepted = inspect.signature(cls.__init__).parameters
-    unknown = [k for k in init_kwargs if k not in accepted]
-    if unknown:
-        raise TypeError(f"{cls.__name__} does not take {unknown}")
-    model = cls(config, **init_kwargs)
-    load_state(model, read_state_dict(folder), new_heads=new_heads, source=str(folder))
-    return model
-
-
 def export_state(model: nn.Module) -> dict[str, Tensor]:
     """State dict as transformers saves it: tied copies left out, tensors whole, contiguous, on CPU.
 
@@ -220,7 +131,7 @@ def export_state(model: nn.Module) -> dict[str, Tensor]:
     return out
 
 
-def save_pretrained(
+def write_folder(
     model: nn.Module,
     path: str | Path,
     vocab_file: str | Path | None = None,

@@ -1,29 +1,31 @@
-"""What every task module shares: encoder build/load, weight-decay groups, warmup-linear schedule, FSDP.
+"""What every task module shares: encoder build/load, weight-decay groups, warmup-linear schedule, FSDP,
+and one evaluation path.
 
 Task modules subclass `BertTask`, build `self.model` with `build_model`, and log `stage/metric` keys.
+Lightning's val/test/predict hooks all land in three methods a task overrides: `eval_step(stage, batch,
+dataloader_idx)`, `eval_epoch_end(stage)` (stage is "val", "test" or "predict") and `predict_step`.
+What a task may ask of its data goes through `self.datamodule` (a `BertDataModule`): `split_names(stage)`
+and `split(name)`, declared in `bertlab.data.base`.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.optim import Optimizer
 
+from bertlab.data.base import BertDataModule
+from bertlab.model.checkpoint import load_checkpoint
 from bertlab.model.config import BertConfig
-from bertlab.model.convert import CheckpointError, load_state, read_config
 from bertlab.tasks.schedule import warmup_linear
 
-log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
-
-SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
 
 
 def no_decay(name: str, param: nn.Parameter) -> bool:
@@ -31,24 +33,13 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "LayerNorm" in name
 
 
-def lightning_checkpoint_state(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """(model config dict, encoder+heads state with transformers names) from a bertlab .ckpt file."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    hparams = ckpt.get("hyper_parameters", {})
-    if "model_config" not in hparams:
-        raise CheckpointError(f"{path}: not a bertlab checkpoint (no model_config in hyper_parameters)")
-    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return dict(hparams["model_config"]), state
-
-
-def checkpoint_config(path: str | Path) -> BertConfig:
-    """The encoder config stored in a transformers folder or a bertlab .ckpt."""
-    p = Path(path)
-    if p.is_file():
-        return BertConfig.from_dict(lightning_checkpoint_state(p)[0])
-    from bertlab.model.convert import resolve
-
-    return read_config(resolve(p))
+def gather_objects(obj: Any) -> list[Any]:
+    """`[obj]` of every rank (a list of one outside distributed runs); picklable objects of any size."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 class BertTask(L.LightningModule):
@@ -73,32 +64,8 @@ class BertTask(L.LightningModule):
         """`cls(config, **kwargs)`, with the encoder (and heads it has) from `pretrained` when given."""
         model = cls(self.model_config, **kwargs)
         if self.pretrained:
-            self.load_pretrained(model, self.pretrained)
+            load_checkpoint(model, self.pretrained, new_heads=True)
         return model
-
-    def load_pretrained(self, model: nn.Module, path: str) -> None:
-        """Load a transformers folder, hub name or bertlab .ckpt into `model`; new heads stay fresh."""
-        p = Path(path)
-        if p.is_file():
-            cfg_dict, state = lightning_checkpoint_state(p)
-            cfg = BertConfig.from_dict(cfg_dict)
-        else:
-            from bertlab.model.convert import read_state_dict, resolve
-
-            folder = resolve(path)
-            cfg, state = read_config(folder), read_state_dict(folder)
-        wrong = [
-            f"{f}: checkpoint {getattr(cfg, f)} vs model {getattr(self.model_config, f)}"
-            for f in SIZE_FIELDS
-            if getattr(cfg, f) != getattr(self.model_config, f)
-        ]
-        if wrong:
-            raise CheckpointError(
-                f"{path} does not fit the configured model ({'; '.join(wrong)}); "
-                "leave model= unset so the size is read from the checkpoint"
-            )
-        fresh = load_state(model, state, new_heads=True, source=str(path))
-        log.info("loaded %s (fresh: %s)", path, fresh or "none")
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Two groups: with weight decay, and without (biases, LayerNorm)."""
@@ -163,3 +130,46 @@ class BertTask(L.LightningModule):
             sync_dist=not on_step,
             **kw,
         )
+
+    # -- one evaluation path -------------------------------------------------------------------------
+    @property
+    def datamodule(self) -> BertDataModule:
+        """The trainer's DataModule, through the interface `bertlab.data.base` declares."""
+        dm = getattr(self.trainer, "datamodule", None)
+        if not isinstance(dm, BertDataModule):
+            raise RuntimeError(f"{type(self).__name__} needs a BertDataModule; got {type(dm).__name__}")
+        return dm
+
+    def eval_step(self, stage: str, batch: dict[str, torch.Tensor], dataloader_idx: int) -> Any:
+        """One val/test batch: update the stage's metrics (or collect rows for the epoch end)."""
+        raise NotImplementedError
+
+    def eval_epoch_start(self, stage: str) -> None:
+        """Reset what `eval_step` collects (rows left by an interrupted epoch must not leak)."""
+
+    def eval_epoch_end(self, stage: str) -> None:
+        """Compute and log `stage/<metric>` (and write files), then reset."""
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self.eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> Any:
+        return self.eval_step("test", batch, dataloader_idx)
+
+    def on_validation_epoch_start(self) -> None:
+        self.eval_epoch_start("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.eval_epoch_start("test")
+
+    def on_predict_epoch_start(self) -> None:
+        self.eval_epoch_start("predict")
+
+    def on_validation_epoch_end(self) -> None:
+        self.eval_epoch_end("val")
+
+    def on_test_epoch_end(self) -> None:
+        self.eval_epoch_end("test")
+
+    def on_predict_epoch_end(self) -> None:
+        self.eval_epoch_end("predict")

@@ -1,11 +1,14 @@
 """Sequence classification and regression (GLUE): pooled [CLS] -> dropout -> linear.
 
-STS-B has one output trained with MSE and is scored as a number, never through argmax. MNLI validates
-on both dev sets: keys `val/acc` (matched) and `val/acc_mm` (mismatched).
+STS-B has one output trained with MSE and is scored as a number, never through argmax. The dev sets
+come from the GLUE task table: MNLI validates on both, keys `val/acc` (matched) and `val/acc_mm`
+(mismatched). GLUE's test labels are hidden, so `test` scores the dev sets again and `predict` writes
+the submission files.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,34 +18,55 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from bertlab.metrics.glue import glue_metrics, predictions_from_logits, write_submission
+from bertlab.data.glue_files import write_submission
+from bertlab.data.glue_tasks import get_task
+from bertlab.metrics.glue import glue_metrics, predictions_from_logits
 from bertlab.model.heads import BertForSequenceClassification
-from bertlab.tasks.base import BertTask
+from bertlab.tasks.base import BertTask, gather_objects
 
-SPLIT_SUFFIX = {"validation_matched": "", "validation_mismatched": "_mm"}
+log = logging.getLogger(__name__)
+
+# suffix of each dev set's logged keys: MNLI's matched set is the task's plain `val/acc`
+SPLIT_SUFFIX = {"val_matched": "", "val_mismatched": "_mm"}
 
 
 class SequenceClassificationTask(BertTask):
-    """Fine-tunes BertForSequenceClassification on one GLUE task; writes submission files in predict."""
+    """Fine-tunes BertForSequenceClassification on one GLUE task; writes submission files in predict.
+
+    `label_names` are the task's labels in model-id order (`${labels:<task>}` in conf/task/_glue.yaml);
+    the classifier has one output per label, or one for a regression (STS-B: an empty list).
+    """
 
     def __init__(
         self,
         model_config: dict[str, Any],
         task: str,
-        num_labels: int,
-        label_names: Sequence[str] | None = None,
-        val_split_names: Sequence[str] = ("validation",),
+        label_names: Sequence[str],
         pretrained: str | None = None,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(model_config, pretrained, optimizer, scheduler)
-        self.task, self.num_labels = task, num_labels
-        self.is_regression = num_labels == 1
-        self.val_split_names = list(val_split_names)
-        self.model = self.build_model(BertForSequenceClassification, num_labels=num_labels)
-        self.val_metrics = nn.ModuleList(glue_metrics(task) for _ in self.val_split_names)
-        self.test_metrics = nn.ModuleList(glue_metrics(task) for _ in self.val_split_names)
+        spec = get_task(task)
+        if list(label_names) != list(spec.labels):
+            raise ValueError(
+                f"label_names {list(label_names)} are not GLUE {spec.name}'s {list(spec.labels)}; "
+                f"set task.module.label_names: ${{labels:{spec.name}}}"
+            )
+        self.task, self.label_names = spec.name, list(label_names)
+        self.num_labels = len(self.label_names) or 1
+        self.is_regression = not self.label_names
+        self.val_split_names = spec.val_split_names
+        self.model = self.build_model(BertForSequenceClassification, num_labels=self.num_labels)
+        # stage -> dev set -> metrics; the test stage scores the dev sets too (GLUE's test labels are hidden)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict(
+                    {s: glue_metrics(spec.metrics, self.num_labels) for s in self.val_split_names}
+                )
+                for stage in ("val", "test")
+            }
+        )
         self.predictions: dict[int, list[tuple[Tensor, Tensor]]] = {}
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
@@ -59,52 +83,55 @@ class SequenceClassificationTask(BertTask):
         self.log_metrics("train", {"loss": loss}, batch["input_ids"].shape[0], prog_bar=True)
         return loss
 
-    def _eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+    def eval_epoch_start(self, stage: str) -> None:
+        if stage == "predict":
+            self.predictions.clear()
+            return
+        for metrics in self.metrics[stage].values():
+            metrics.reset()
+
+    def eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        """Log `stage/loss<suffix>` and update the dev set's metrics."""
         logits = self(batch)
-        suffix = SPLIT_SUFFIX.get(self.val_split_names[dataloader_idx], "")
+        split = self.val_split_names[dataloader_idx]
         self.log(
-            f"{stage}/loss{suffix}",
+            f"{stage}/loss{SPLIT_SUFFIX.get(split, '')}",
             self.loss(logits, batch["labels"]),
             batch_size=logits.shape[0],
             add_dataloader_idx=False,
             sync_dist=True,
         )
-        metrics = (self.val_metrics if stage == "val" else self.test_metrics)[dataloader_idx]
-        metrics.update(predictions_from_logits(logits.float(), self.task), batch["labels"])
-
-    def _eval_epoch_end(self, stage: str) -> None:
-        for split, metrics in zip(
-            self.val_split_names, self.val_metrics if stage == "val" else self.test_metrics
-        ):
-            suffix = SPLIT_SUFFIX.get(split, "")
-            values = metrics.compute()
-            self.log_dict({f"{stage}/{k}{suffix}": v.float() for k, v in values.items()})
-            metrics.reset()
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("val", batch, dataloader_idx)
-
-    def on_validation_epoch_end(self) -> None:
-        self._eval_epoch_end("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._eval_step("test", batch, dataloader_idx)
-
-    def on_test_epoch_end(self) -> None:
-        self._eval_epoch_end("test")
+        preds = predictions_from_logits(logits.float(), self.is_regression)
+        self.metrics[stage][split].update(preds, batch["labels"])
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        preds = predictions_from_logits(self(batch).float(), self.task)
+        preds = predictions_from_logits(self(batch).float(), self.is_regression)
         self.predictions.setdefault(dataloader_idx, []).append((batch["idx"].cpu(), preds.cpu()))
         return preds
 
-    def on_predict_epoch_end(self) -> None:
-        """Write one GLUE submission file per test split into `<run dir>/submission/`."""
-        names = self.trainer.datamodule.test_split_names  # type: ignore[attr-defined]
-        out = Path(self.trainer.default_root_dir) / "submission"
-        for i, rows in sorted(self.predictions.items()):
-            idx = torch.cat([r[0] for r in rows])
-            preds = torch.cat([r[1] for r in rows])
-            path = write_submission(self.task, names[i], idx, preds, out)
-            print(f"wrote {path} ({len(idx)} rows)")
+    def eval_epoch_end(self, stage: str) -> None:
+        """val/test: log `stage/<metric><suffix>` per dev set; predict: write the submission files."""
+        if stage == "predict":
+            self.write_submissions(Path(self.trainer.default_root_dir) / "submission")
+            return
+        for split, metrics in self.metrics[stage].items():
+            suffix = SPLIT_SUFFIX.get(split, "")
+            self.log_dict({f"{stage}/{k}{suffix}": v.float() for k, v in metrics.compute().items()})
+            metrics.reset()
+
+    def write_submissions(self, out: Path) -> None:
+        """One GLUE submission file per predicted test split, from every rank's rows, written by rank 0."""
+        names = self.datamodule.split_names("predict")
+        local = {
+            i: (torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]))
+            for i, rows in self.predictions.items()
+        }
         self.predictions.clear()
+        gathered = gather_objects(local)
+        if not self.trainer.is_global_zero:
+            return
+        for i in sorted(local):
+            idx = torch.cat([part[i][0] for part in gathered])
+            preds = torch.cat([part[i][1] for part in gathered])
+            path = write_submission(self.task, names[i], idx, preds, out)
+            log.info("wrote %s (%d rows)", path, len(idx))

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
@@ -27,7 +27,8 @@ class PreTrainingTask(BertTask):
     ) -> None:
         super().__init__(model_config, pretrained, optimizer, scheduler)
         self.model = self.build_model(BertForPreTraining)
-        self.val_mlm_loss = MeanMetric()
+        # token-weighted mean MLM loss per evaluation stage, for that stage's perplexity
+        self.eval_mlm_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses and accuracies of one batch; the vocabulary projection runs on masked positions only."""
@@ -61,18 +62,22 @@ class PreTrainingTask(BertTask):
         )
         return out["loss"]
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+    def eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
+        """Log one val/test batch's losses and accuracies; accumulate its MLM loss for the perplexity."""
         out = self.step(batch)
         size, masked = batch["input_ids"].shape[0], int(out["num_masked"])
-        self.val_mlm_loss.update(out["mlm_loss"], weight=masked)
+        self.eval_mlm_loss[stage].update(out["mlm_loss"], weight=masked)
         self.log_metrics(
-            "val", {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}, size
+            stage, {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}, size
         )
         self.log_metrics(
-            "val", {"mlm_loss": out["mlm_loss"], "mlm_acc": out["mlm_acc"]}, masked, prog_bar=True
+            stage, {"mlm_loss": out["mlm_loss"], "mlm_acc": out["mlm_acc"]}, masked, prog_bar=True
         )
 
-    def on_validation_epoch_end(self) -> None:
-        # perplexity of the token-weighted mean loss, not the mean of per-batch perplexities
-        self.log("val/perplexity", torch.exp(self.val_mlm_loss.compute()), sync_dist=False)
-        self.val_mlm_loss.reset()
+    def eval_epoch_end(self, stage: str) -> None:
+        """Log `stage/perplexity` of the epoch's token-weighted mean MLM loss, then reset it."""
+        if stage not in self.eval_mlm_loss:  # predict: nothing was scored
+            return
+        # of the token-weighted mean loss, not the mean of per-batch perplexities
+        self.log(f"{stage}/perplexity", torch.exp(self.eval_mlm_loss[stage].compute()), sync_dist=False)
+        self.eval_mlm_loss[stage].reset()

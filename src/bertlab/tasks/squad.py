@@ -3,13 +3,14 @@
 Training is the original `run_squad`: loss = (CE(start) + CE(end)) / 2 over the window's positions, with
 unanswerable windows (v2, or v1 windows that miss the answer) labelled at [CLS]. Evaluation needs every
 window of an example before it can pick that example's answer, so the eval steps only collect logits;
-the epoch end gathers them from every rank, runs the datamodule's `postprocess` and `evaluate`, logs
+the epoch end gathers them from every rank, picks the answers over the split's windows
+(`postprocess_predictions`), scores them against the split's gold answers (`bertlab.metrics.squad`), logs
 `stage/<official key>` (0-100, as the official scripts) and writes `predictions.json` (+ `null_odds.json`
 for v2) into `trainer.default_root_dir`. Predict (mode=predict) does the same without scoring, for a file
 whose answers are unknown.
 
 DDP: each rank collects its own rows; `gather_objects` hands every rank all of them, and every rank
-scores the same rows (a repeat from the distributed sampler's padding is harmless: `postprocess` keys
+scores the same rows (a repeat from the distributed sampler's padding is harmless: post-processing keys
 rows by `feature_index`), so the logged values agree without a broadcast. Only rank 0 writes files.
 """
 
@@ -25,10 +26,11 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.optim import Optimizer
 
-from bertlab.data.squad_postprocess import write_null_odds, write_predictions
+from bertlab.data.squad_postprocess import postprocess_predictions, write_null_odds, write_predictions
+from bertlab.data.squad_reader import gold_answers
+from bertlab.metrics.squad import squad_v1_scores, squad_v2_scores
 from bertlab.model.heads import BertForQuestionAnswering
-from bertlab.tasks.base import BertTask
-from bertlab.tasks.ner import gather_objects
+from bertlab.tasks.base import BertTask, gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class QuestionAnsweringTask(BertTask):
         return loss
 
     # -- evaluation ----------------------------------------------------------------------------------
-    def _collect(self, batch: dict[str, Tensor]) -> Rows:
+    def eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int = 0) -> Rows:
         """Keep this batch's logits on the CPU (float32) until the epoch end, by feature index."""
         start, end = self(batch)
         row = (
@@ -101,8 +103,18 @@ class QuestionAnsweringTask(BertTask):
         self.collected.append(row)
         return row
 
-    def _finish(self, stage: str) -> None:
-        """Gather every rank's rows, pick each question's answer, log the scores and write the files."""
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Rows:
+        # the answers are written at the epoch end; the rows are returned only for trainer.predict callers
+        return self.eval_step("predict", batch, dataloader_idx)
+
+    def eval_epoch_start(self, stage: str) -> None:
+        self.collected = []  # rows left by an interrupted epoch must not leak into this one
+
+    def eval_epoch_end(self, stage: str) -> None:
+        """Gather every rank's rows, pick each question's answer, log the scores and write the files.
+
+        Runs after every validation, so the files left after fit are those of the last one.
+        """
         rows = [r for part in gather_objects(self.collected) for r in part]  # collective: every rank calls
         self.collected = []
         if self.trainer.sanity_checking:  # a few batches only: scores and files would be misleading
@@ -110,18 +122,25 @@ class QuestionAnsweringTask(BertTask):
         if not rows:
             log.warning("%s epoch had no batches: no SQuAD scores, no predictions.json", stage)
             return
-        dm = self.trainer.datamodule  # type: ignore[attr-defined]
-        predictions, null_odds = dm.postprocess(
-            stage,  # the datamodule names its splits "val", "test" and "predict", as the stages
+        (name,) = self.datamodule.split_names(stage)  # one SQuAD split per stage
+        split = self.datamodule.split(name)
+        predictions, null_odds = postprocess_predictions(
+            split.examples,
+            split.features,
             pad_cat([r[1] for r in rows]),
             pad_cat([r[2] for r in rows]),
             feature_index=torch.cat([r[0] for r in rows]),
+            version_2=self.version == 2,
             n_best_size=self.n_best_size,
             max_answer_length=self.max_answer_length,
             null_score_diff_threshold=self.null_score_diff_threshold,
         )
         if stage != "predict":  # predict has no answers to score against (and Lightning forbids logging)
-            scores = dm.evaluate(stage, predictions, null_odds if self.version == 2 else None)
+            references = gold_answers(split.examples)
+            if self.version == 1:
+                scores = squad_v1_scores(references, predictions)
+            else:
+                scores = squad_v2_scores(references, predictions, null_odds)
             # identical on every rank (same rows, same code), so the all-reduced mean is the value itself
             self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, sync_dist=True)
         if self.trainer.is_global_zero:
@@ -134,35 +153,6 @@ class QuestionAnsweringTask(BertTask):
         if self.version == 2:
             written.append(write_null_odds(null_odds, out / "null_odds.json"))
         log.info("wrote %s (%d questions)", ", ".join(map(str, written)), len(predictions))
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        # runs after every validation, so the files left after fit are those of the last one
-        self._finish("val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._collect(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._finish("test")
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Rows:
-        # the answers are written at the epoch end; the rows are returned only for trainer.predict callers
-        return self._collect(batch)
-
-    def on_predict_epoch_end(self) -> None:
-        self._finish("predict")
-
-    def on_predict_epoch_start(self) -> None:
-        self.collected = []
-
-    def on_validation_epoch_start(self) -> None:
-        self.collected = []  # rows left by an interrupted epoch must not leak into this one
-
-    def on_test_epoch_start(self) -> None:
-        self.collected = []
 
 
 __all__ = ["PAD_LOGIT", "QuestionAnsweringTask", "pad_cat", "span_loss"]

@@ -6,20 +6,19 @@ it logs nothing and `mode=predict` writes `<root>/predictions.csv` (idx, predict
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
+from bertlab.data.swag import write_swag_predictions
 from bertlab.model.heads import BertForMultipleChoice
-from bertlab.tasks.base import BertTask
-from bertlab.tasks.ner import gather_objects
+from bertlab.tasks.base import BertTask, gather_objects
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +38,9 @@ class MultipleChoiceTask(BertTask):
         self.num_choices = num_choices
         self.model = self.build_model(BertForMultipleChoice)
         # micro average = plain accuracy; torchmetrics' multiclass default is macro
-        self.val_acc = MulticlassAccuracy(num_classes=num_choices, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_choices, average="micro")
+        self.acc = nn.ModuleDict(
+            {stage: MulticlassAccuracy(num_classes=num_choices, average="micro") for stage in ("val", "test")}
+        )
         self.predicted: dict[int, int] = {}
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
@@ -60,15 +60,25 @@ class MultipleChoiceTask(BertTask):
         self.log_metrics("train", {"loss": loss, "acc": acc}, batch["labels"].shape[0], prog_bar=True)
         return loss
 
-    def _eval_step(self, stage: str, batch: dict[str, Tensor]) -> None:
+    def eval_step(self, stage: str, batch: dict[str, Tensor], dataloader_idx: int) -> None:
         if "labels" not in batch:  # unlabelled (official test.csv): nothing to score
             return
         logits = self(batch)
         self.log_metrics(stage, {"loss": F.cross_entropy(logits.float(), batch["labels"])}, logits.shape[0])
-        (self.val_acc if stage == "val" else self.test_acc).update(logits.argmax(-1), batch["labels"])
+        self.acc[stage].update(logits.argmax(-1), batch["labels"])
 
-    def _log_acc(self, stage: str, metric: MulticlassAccuracy) -> None:
+    def eval_epoch_start(self, stage: str) -> None:
+        if stage == "predict":
+            self.predicted = {}
+        else:
+            self.acc[stage].reset()
+
+    def eval_epoch_end(self, stage: str) -> None:
         """`stage/acc` over the epoch (summed over ranks by torchmetrics), if any batch had labels."""
+        if stage == "predict":
+            self.write_predictions()
+            return
+        metric = self.acc[stage]
         if not metric.update_called:
             log.warning(
                 "%s split has no labels: no %s/acc (use mode=predict for predictions.csv)", stage, stage
@@ -77,36 +87,19 @@ class MultipleChoiceTask(BertTask):
         self.log(f"{stage}/acc", metric.compute(), prog_bar=True)
         metric.reset()
 
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("val", batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_acc("val", self.val_acc)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        self._eval_step("test", batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_acc("test", self.test_acc)
-
-    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Predicted choice `(B,)`, kept by example index for the file."""
         preds = self(batch).argmax(-1)
         self.predicted.update(zip(batch["idx"].tolist(), preds.tolist()))
         return preds
 
-    def on_predict_epoch_end(self) -> None:
-        """Write `<root>/predictions.csv`: header `idx,prediction`, one row per test example in order."""
+    def write_predictions(self) -> None:
+        """Write `<root>/predictions.csv`: header `idx,prediction`, one row per predicted example in order."""
         predicted: dict[int, int] = {}
         for part in gather_objects(self.predicted):
             predicted.update(part)
         self.predicted = {}
         if not self.trainer.is_global_zero:
             return
-        path = Path(self.trainer.default_root_dir) / "predictions.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["idx", "prediction"])
-            writer.writerows(sorted(predicted.items()))
-        print(f"wrote {path} ({len(predicted)} rows)")
+        path = write_swag_predictions(Path(self.trainer.default_root_dir) / "predictions.csv", predicted)
+        log.info("wrote %s (%d rows)", path, len(predicted))

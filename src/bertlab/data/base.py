@@ -1,0 +1,306 @@
+"""What every bertlab DataModule shares: tokenizer, split names, caps, stage-to-splits, hparams, loaders.
+
+A dataset module subclasses `BertDataModule` and supplies only what is its own:
+
+- `read(split)`: the split's examples from its file (or the hub), a `DataError` on bad rows;
+- `encode(split, examples)`: a `SplitData` whose `features` are the encoded rows;
+- `collate(items)`: one padded batch.
+
+Split names are the same everywhere: `train`, `val`, `test` and `predict` (`predict` reads the test
+source and needs no labels). A task with several dev sets names them `val_<part>` (MNLI:
+`val_matched`, `val_mismatched`); `split_names(stage)` lists the splits whose loaders a stage gets, in
+order. Caps are `max_train_examples` (train) and `max_eval_examples` (every other split); an "example"
+is what the reader yields (a GLUE row, a CoNLL sentence, a SQuAD question, a SWAG question).
+
+What a task may ask of its DataModule is declared here and nowhere else: `split_names(stage)`,
+`split(name)` (a `SplitData`: the examples read and the features encoded, for post-processing and
+scoring), `tokenizer`, and `label_names`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from tokenizers import Tokenizer
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from bertlab.data.errors import DataError
+from bertlab.data.tokenizer import load_tokenizer, plain_tokenizer, special_ids
+
+log = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test", "predict")
+# the splits each Lightning stage reads; None (a direct setup() call) reads every labelled one
+STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("predict",),
+    None: ("train", "val", "test"),
+}
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def config_kind(name: str) -> str:
+    """The split whose `data.<kind>_file` feeds `name`: predict reads test's."""
+    kind = split_kind(name)
+    return "test" if kind == "predict" else kind
+
+
+def split_kind(name: str) -> str:
+    """`val` for `val`/`val_matched`, `test` for `test`/`test_matched`, …: the part before `_`."""
+    kind = name.split("_", 1)[0]
+    if kind not in SPLITS:
+        raise KeyError(f"unknown split {name!r}; splits are named {', '.join(SPLITS)} (optionally _<part>)")
+    return kind
+
+
+@dataclass
+class SplitData(Dataset):
+    """One split after reading and encoding: a map-style Dataset over `items` (default: `features`).
+
+    `examples` are what the reader returned (after the cap), `features` the encoded rows that batches
+    index (a SQuAD window, a CoNLL window); `items` groups features when one dataset item must keep
+    several together (all windows of a sentence, so a distributed sampler never splits them).
+    """
+
+    name: str
+    examples: Sequence[Any]
+    features: Sequence[Any]
+    source: str = ""
+    items: Sequence[Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.items if self.items is not None else self.features)
+
+    def __getitem__(self, index: int) -> Any:
+        return (self.items if self.items is not None else self.features)[index]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token count of every item, for length-grouped batching (items must have `input_ids`)."""
+        return [len(f["input_ids"]) for f in (self.items if self.items is not None else self.features)]
+
+
+class BertDataModule(L.LightningDataModule):
+    """Base DataModule: the lazy tokenizer, files-or-hub sources, caps, stage-to-splits and loaders.
+
+    Subclasses call `super().__init__(...)` with the shared arguments and their `files` (split -> path or
+    None); every constructor argument with a plain value lands in `hparams` (so a `.ckpt` records it and
+    loads under `weights_only`). Nothing is read before `prepare_data`/`setup`.
+    """
+
+    def __init__(
+        self,
+        *,
+        tokenizer: str | Path | Tokenizer | None,
+        files: dict[str, str | Path | None] | None = None,
+        hub_name: str | None = None,
+        max_seq_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        max_train_examples: int | None = None,
+        max_eval_examples: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if value < 1:
+                raise ValueError(f"data.{name}={value} must be >= 1")
+        for name, value in (
+            ("max_train_examples", max_train_examples),
+            ("max_eval_examples", max_eval_examples),
+        ):
+            if value is not None and value < 1:
+                raise ValueError(f"data.{name}={value} must be >= 1 or null (no cap)")
+        # plain values only: checkpoints load under torch's weights_only default; Lightning collects the
+        # arguments of the subclass's __init__ too
+        self.save_hyperparameters(ignore=["files"], logger=False)
+        for key, value in list(self.hparams.items()):
+            if isinstance(value, Path):
+                self.hparams[key] = str(value)
+            elif not isinstance(value, (*_PLAIN, list, tuple, dict)):
+                self.hparams.pop(key)  # a ready Tokenizer object: the run config records its source
+        self._tokenizer_source = tokenizer
+        self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
+        self._plain: Tokenizer | None = None
+        self.files: dict[str, Path | None] = {
+            s: None if p is None else Path(p) for s, p in (files or {}).items()
+        }
+        if "predict" not in self.files and "test" in self.files:
+            self.files["predict"] = self.files["test"]  # predict reads the test source, labels or not
+        self.hub_name = hub_name
+        self.max_seq_length = max_seq_length
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.max_train_examples, self.max_eval_examples = max_train_examples, max_eval_examples
+        self.seed = seed
+        self.splits: dict[str, SplitData] = {}
+
+    # -- tokenizer ------------------------------------------------------------------------------------
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The WordPiece tokenizer, loaded on first use (a path, a hub name or a ready `Tokenizer`)."""
+        if self._tokenizer is None:
+            self._tokenizer = self.load_tokenizer()
+        return self._tokenizer
+
+    def load_tokenizer(self) -> Tokenizer:
+        """Load the tokenizer from its source; pre-training overrides this to train one."""
+        if self._tokenizer_source is None:
+            raise ValueError("no tokenizer: pass tokenizer= a vocab.txt, tokenizer.json or checkpoint folder")
+        return load_tokenizer(self._tokenizer_source)
+
+    @property
+    def plain_tokenizer(self) -> Tokenizer:
+        """A copy of `tokenizer` with padding and truncation off (checkpoint tokenizer.json files set both)."""
+        if self._plain is None:
+            self._plain = plain_tokenizer(self.tokenizer)
+        return self._plain
+
+    @property
+    def pad_id(self) -> int:
+        """The [PAD] id that `collate` fills with."""
+        return special_ids(self.tokenizer)["pad"]
+
+    @property
+    def label_names(self) -> list[str]:
+        """Label strings in model-id order ([] when the task has none, or is a regression)."""
+        return []
+
+    # -- splits ---------------------------------------------------------------------------------------
+    def split_names(self, stage: str) -> list[str]:
+        """The splits whose loaders `stage` ("train", "val", "test", "predict") gets, in order."""
+        return [split_kind(stage)]
+
+    def has_split(self, name: str) -> bool:
+        """Whether `name` has a source: its file, or the hub."""
+        return self.files.get(name) is not None or self.hub_name is not None
+
+    def cap(self, name: str) -> int | None:
+        """`max_train_examples` for train, `max_eval_examples` for every other split."""
+        return self.max_train_examples if split_kind(name) == "train" else self.max_eval_examples
+
+    def read(self, name: str) -> Sequence[Any]:
+        """The split's examples from its file or the hub; `DataError` naming file and line on bad input."""
+        raise NotImplementedError
+
+    def encode(self, name: str, examples: Sequence[Any]) -> SplitData:
+        """Tokenise `examples` into a `SplitData` (features the loader batches)."""
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
+        """Pad a list of dataset items into one batch of tensors."""
+        raise NotImplementedError
+
+    def load(self, name: str) -> SplitData:
+        """Read, cap and encode one split, once."""
+        if name not in self.splits:
+            examples = self.read(name)
+            cap = self.cap(name)
+            if cap is not None:
+                examples = examples[:cap]
+            if not examples:
+                raise DataError(
+                    self.files.get(name) or self.hub_name,
+                    f"the {name} split has no examples",
+                    f"pass a non-empty file as data.{config_kind(name)}_file",
+                )
+            self.splits[name] = self.encode(name, examples)
+        return self.splits[name]
+
+    def split(self, name: str) -> SplitData:
+        """A split prepared by `setup` (loaded now if it was not), with a clear error when it has no source."""
+        if name not in self.splits and not self.has_split(name):
+            raise DataError(
+                None,
+                f"no {name} data",
+                f"set data.{config_kind(name)}_file (or data.hub_name for a hub copy)",
+            )
+        return self.load(name)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and encode the splits `stage` needs (the ones with a source), once."""
+        kinds = STAGE_SPLITS.get(stage, STAGE_SPLITS[None])
+        for kind in kinds:
+            for name in self.split_names(kind):
+                if self.has_split(name):
+                    self.load(name)
+
+    # -- loaders --------------------------------------------------------------------------------------
+    def sampler(self, data: SplitData) -> Sampler | None:
+        """The training sampler; None = shuffle (seeded with `seed` when set, else the global seed)."""
+        return None
+
+    def make_loader(self, data: SplitData, train: bool) -> DataLoader:
+        """A loader over one split: train shuffled at `batch_size`, others in order at `eval_batch_size`."""
+        collate: Callable[[list[Any]], dict[str, torch.Tensor]] = self.collate
+        common: dict[str, Any] = {
+            "collate_fn": collate,
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+        }
+        if not train:
+            return DataLoader(data, batch_size=self.eval_batch_size, shuffle=False, **common)
+        sampler = self.sampler(data)
+        if sampler is not None:
+            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **common)
+        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True, generator=generator, **common)
+
+    def _loaders(self, stage: str) -> DataLoader | list[DataLoader]:
+        loaders = [
+            self.make_loader(self.split(name), train=stage == "train") for name in self.split_names(stage)
+        ]
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches."""
+        return self._loaders("train")  # type: ignore[return-value]
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Dev batches in file order; a list when the task has several dev sets (MNLI)."""
+        return self._loaders("val")
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        """Test batches in file order."""
+        return self._loaders("test")
+
+    def predict_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The predict split(s), read without labels, in file order."""
+        return self._loaders("predict")
+
+
+def pad_rows(rows: Sequence[Sequence[int]], value: int, width: int | None = None) -> torch.Tensor:
+    """Right-pad lists of ids to one `(B, T)` long tensor, `T = width` or the longest row."""
+    T = width if width is not None else max((len(r) for r in rows), default=0)
+    out = torch.full((len(rows), T), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+    return out
+
+
+def attention_mask(rows: Sequence[Sequence[int]], width: int | None = None) -> torch.Tensor:
+    """`(B, T)` long: 1 on each row's real tokens, 0 on padding."""
+    T = width if width is not None else max((len(r) for r in rows), default=0)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    return (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
+
+
+__all__ = [
+    "SPLITS",
+    "STAGE_SPLITS",
+    "BertDataModule",
+    "SplitData",
+    "attention_mask",
+    "pad_rows",
+    "split_kind",
+]

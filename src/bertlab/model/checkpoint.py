@@ -1,0 +1,198 @@
+"""Reading checkpoints: the one module that opens bertlab `.ckpt` files and transformers-format folders.
+
+Two sources, one shape. `read_checkpoint(path) -> (BertConfig, state)` takes either a `.ckpt` that a
+bertlab run wrote (its `model_config` hyper-parameter and the `model.` entries of its state dict) or a
+transformers folder / hub name (config.json and the weights). `load_checkpoint(model, path)` copies one
+into a built model after `check_size`; `model_from_checkpoint(cls, path)` builds the model from the
+checkpoint's own config. `read_run_config(path)` is the whole resolved config a bertlab `.ckpt` stores,
+which `run.py` reads back. Keys go through the one map in `model/convert.py`, which also writes exports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor, nn
+
+from bertlab.model.config import BertConfig
+from bertlab.model.convert import CheckpointError, load_state
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
+
+# the fields that decide the parameter shapes; dropout, unpad and the like may differ from the checkpoint
+SIZE_FIELDS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "vocab_size")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+# -- transformers-format folders ------------------------------------------------------------------------
+def resolve_folder(path: str | Path) -> Path:
+    """A local folder as is; otherwise a hub name downloaded to the local cache (needs internet)."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists() or str(path).startswith((".", "/", "~")):
+        raise CheckpointError(f"{path}: not a checkpoint folder; pass a folder with config.json and weights")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(
+            snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
+        )
+    except Exception as err:
+        raise CheckpointError(
+            f"{path}: no such local folder and the hub could not provide it ({type(err).__name__}); "
+            "pass a local transformers-format folder (config.json + model.safetensors)"
+        ) from err
+
+
+def read_folder_config(folder: Path) -> BertConfig:
+    """BertConfig from `folder/config.json`."""
+    file = folder / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing; a transformers-format BERT folder needs config.json")
+    values = json.loads(file.read_text(encoding="utf-8"))
+    if values.get("model_type", "bert") != "bert":
+        raise CheckpointError(
+            f"{file}: model_type is {values['model_type']!r}, not 'bert'; use a BERT checkpoint"
+        )
+    return BertConfig.from_dict(values)
+
+
+def _read_weights(file: Path) -> dict[str, Tensor]:
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(file))
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def read_folder_state(folder: Path) -> dict[str, Tensor]:
+    """All tensors of a folder: model.safetensors, pytorch_model.bin, or their sharded index files."""
+    for name in WEIGHT_FILES:
+        file = folder / name
+        if not file.is_file():
+            continue
+        if name.endswith(".index.json"):
+            shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
+            out: dict[str, Tensor] = {}
+            for shard in shards:
+                out.update(_read_weights(folder / shard))
+            return out
+        return _read_weights(file)
+    raise CheckpointError(f"{folder}: no weights ({', '.join(WEIGHT_FILES)}); save the model there first")
+
+
+# -- bertlab .ckpt files (Lightning's format) -------------------------------------------------------------
+def _read_ckpt(path: Path) -> dict[str, Any]:
+    """The checkpoint dict; weights_only: plain containers and tensors, nothing executed."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def read_run_config(path: str | Path) -> dict[str, Any]:
+    """The resolved run config (`hyper_parameters.run_config`) a bertlab run stored; {} if there is none."""
+    return dict(_read_ckpt(Path(path)).get("hyper_parameters", {}).get("run_config") or {})
+
+
+def read_checkpoint(path: str | Path) -> tuple[BertConfig, dict[str, Tensor]]:
+    """(encoder config, state with transformers names) of a bertlab .ckpt, a transformers folder or a hub name."""
+    p = Path(path)
+    if not p.is_file():
+        folder = resolve_folder(path)
+        return read_folder_config(folder), read_folder_state(folder)
+    ckpt = _read_ckpt(p)
+    hparams = ckpt.get("hyper_parameters", {})
+    if "model_config" not in hparams:
+        raise CheckpointError(f"{p}: not a bertlab checkpoint (no model_config in hyper_parameters)")
+    # the task module holds the model as `self.model`: its entries, without the prefix, are the model's
+    state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    return BertConfig.from_dict(dict(hparams["model_config"])), state
+
+
+def checkpoint_vocabulary(path: str | Path) -> str | None:
+    """Where a checkpoint's vocabulary is: a transformers folder or hub name holds its own; a bertlab .ckpt
+    names the one its run used (`run_config.tokenizer`: a vocab.txt, a folder), or None."""
+    if Path(path).is_file():
+        return read_run_config(path).get("tokenizer")
+    return str(path)
+
+
+def read_model_config(path: str | Path) -> BertConfig:
+    """The encoder config of a bertlab .ckpt, a transformers folder or a hub name (a folder's weights unread)."""
+    p = Path(path)
+    if p.is_file():
+        return read_checkpoint(p)[0]
+    return read_folder_config(resolve_folder(path))
+
+
+# -- into models ------------------------------------------------------------------------------------------
+def check_size(found: BertConfig, expected: BertConfig, source: str) -> None:
+    """Raise CheckpointError naming every size field where the checkpoint's config `found` differs."""
+    wrong = [
+        f"{f}: checkpoint {getattr(found, f)} vs model {getattr(expected, f)}"
+        for f in SIZE_FIELDS
+        if getattr(found, f) != getattr(expected, f)
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"{source} does not fit the configured model ({'; '.join(wrong)}); build the model from the "
+            "checkpoint's config (train.py: leave model= unset, the size is then read from the checkpoint)"
+        )
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, new_heads: bool = False) -> list[str]:
+    """Copy a .ckpt, folder or hub checkpoint into `model` (sizes checked against `model.config`).
+
+    Strict as `convert.load_state`; with new_heads, heads the checkpoint lacks stay freshly initialised.
+    Returns those fresh keys.
+    """
+    config, state = read_checkpoint(path)
+    check_size(config, model.config, str(path))  # type: ignore[arg-type]
+    fresh = load_state(model, state, new_heads=new_heads, source=str(path))
+    log.info("loaded %s (fresh: %s)", path, fresh or "none")
+    return fresh
+
+
+def model_from_checkpoint(
+    cls: type[M],
+    path: str | Path,
+    new_heads: bool = False,
+    config_overrides: dict[str, Any] | None = None,
+    **init_kwargs: Any,
+) -> M:
+    """`cls(checkpoint's config with config_overrides, **init_kwargs)` with the checkpoint's weights loaded
+    strictly (see `convert.load_state`)."""
+    config, state = read_checkpoint(path)
+    for key, value in (config_overrides or {}).items():
+        if not hasattr(config, key):
+            raise CheckpointError(f"config override {key!r} is not a BertConfig field")
+        setattr(config, key, value)
+    config.__post_init__()
+    model = cls(config, **init_kwargs)
+    load_state(model, state, new_heads=new_heads, source=str(path))
+    return model
+
+
+__all__ = [
+    "SIZE_FIELDS",
+    "CheckpointError",
+    "check_size",
+    "checkpoint_vocabulary",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "read_checkpoint",
+    "read_folder_config",
+    "read_folder_state",
+    "read_model_config",
+    "read_run_config",
+    "resolve_folder",
+]
