@@ -149,3 +149,13 @@ def test_renamed_error_forms() -> None:
     assert renamed_error(["data.max_seq_length=64", "-m", "--cfg", "job", "model=bert_base"]) is None
     # every new name is a name nobody renamed again
     assert not set(RENAMED_KEYS.values()) & set(RENAMED_KEYS)
+
+
+def test_cfg_job_resolve_prints_derived_labels() -> None:
+    """`--cfg job --resolve` resolves ${labels:...} into the printed config (a list value must be a ListConfig)."""
+    out = subprocess.run(
+        [sys.executable, "train.py", "task=rte", "--cfg", "job", "--resolve"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "- not_entailment" in out.stdout and "${labels" not in out.stdout

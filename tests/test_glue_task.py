@@ -120,6 +120,27 @@ def test_mode_test_reads_the_checkpoint_back(fitted: Callable[[str], Path], tmp_
     assert not any(k.startswith("speed/") for k in metrics)
 
 
+def test_mode_test_reads_a_checkpoint_written_before_the_renames(
+    fitted: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """A .ckpt whose stored config has the old cap names and no label_names still scores, identically."""
+    import torch
+
+    fit = fitted("rte")
+    ckpt = torch.load(fit / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    stored = ckpt["hyper_parameters"]["run_config"]
+    stored["data"]["max_train_samples"] = stored["data"].pop("max_train_examples")
+    stored["data"]["max_eval_samples"] = stored["data"].pop("max_eval_examples")
+    del stored["task"]["module"]["label_names"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ckpt, old)
+    scores = {}
+    for name, path in (("new", fit / "checkpoints" / "last.ckpt"), ("old", old)):
+        scores[name] = main(compose_cfg(["task=rte", "mode=test", f"ckpt={path}", "logger=csv",
+                                         "hardware.precision=32-true"], tmp_path / name))  # fmt: skip
+    assert scores["old"] == scores["new"] and "test/acc" in scores["old"]
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_predict_writes_every_submission_file(
     task: str, fitted: Callable[[str], Path], tmp_path: Path

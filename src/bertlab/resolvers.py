@@ -26,7 +26,8 @@ def task_labels(task: str) -> list[str]:
 def register() -> None:
     """Register bertlab's resolvers once (Hydra apps, tests and notebooks call this before composing)."""
     if not OmegaConf.has_resolver("labels"):
-        OmegaConf.register_new_resolver("labels", task_labels)
+        # a ListConfig, not a list: `--cfg job --resolve` writes resolved values back into the config
+        OmegaConf.register_new_resolver("labels", lambda task: OmegaConf.create(task_labels(task)))
 
 
 __all__ = ["register", "task_labels"]

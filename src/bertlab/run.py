@@ -37,6 +37,7 @@ from bertlab.model.checkpoint import (
 )
 from bertlab.model.config import BertConfig
 from bertlab.model.convert import export_state, write_folder
+from bertlab.renamed import upgrade_run_config
 
 log = logging.getLogger("bertlab")
 MODES = ("fit", "test", "predict")
@@ -91,6 +92,7 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
     stored = read_run_config(path)
     if not stored:
         raise ConfigError(f"{path}: has no run_config; it was not written by bertlab's train.py")
+    stored = upgrade_run_config(stored)
     with open_dict(cfg):
         for key in ("model", "task", "data"):
             cfg[key] = OmegaConf.create(stored[key])
@@ -192,6 +194,13 @@ def export(module: L.LightningModule, out: Path, tokenizer: Any, lowercase: bool
     return out
 
 
+def has_test_data(datamodule: L.LightningDataModule) -> bool:
+    """Whether the data has a test split to score after fit (pre-training and file-less splits have none)."""
+    if not isinstance(datamodule, BertDataModule):
+        return hasattr(datamodule, "test_dataloader")
+    return any(datamodule.has_split(name) for name in datamodule.split_names("test"))
+
+
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return {
         k: round(float(v), 6)
@@ -229,7 +238,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
         for cb in trainer.callbacks:  # type: ignore[attr-defined]
             if isinstance(cb, ProgressLog):
                 metrics |= cb.summary()
-        if cfg.get("test_after_fit"):
+        if cfg.get("test_after_fit") and has_test_data(datamodule):
             metrics |= scalar_metrics(trainer.test(module, datamodule=datamodule)[0])
     elif cfg.mode == "test":
         results = trainer.test(module, datamodule=datamodule, ckpt_path=cfg.ckpt, weights_only=True)
