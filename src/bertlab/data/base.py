@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -92,16 +92,21 @@ class SplitData(Dataset):
 class BertDataModule(L.LightningDataModule):
     """Base DataModule: the lazy tokenizer, files-or-hub sources, caps, stage-to-splits and loaders.
 
-    Subclasses call `super().__init__(...)` with the shared arguments and their `files` (split -> path or
-    None); every constructor argument with a plain value lands in `hparams` (so a `.ckpt` records it and
-    loads under `weights_only`). Nothing is read before `prepare_data`/`setup`.
+    Subclasses take their own arguments and pass the shared ones on (`**shared`), with their own defaults
+    in `DEFAULTS`; every constructor argument with a plain value lands in `hparams` (so a `.ckpt` records
+    it and loads under `weights_only`). Nothing is read before `prepare_data`/`setup`.
     """
+
+    # a subclass's defaults for the shared arguments (SQuAD: 384 tokens), applied under what the caller gives
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
         *,
-        tokenizer: str | Path | Tokenizer | None,
-        files: dict[str, str | Path | None] | None = None,
+        tokenizer: str | Path | Tokenizer | None = None,
+        train_file: str | Path | None = None,
+        val_file: str | Path | None = None,
+        test_file: str | Path | None = None,
         hub_name: str | None = None,
         max_seq_length: int = 128,
         batch_size: int = 32,
@@ -123,7 +128,7 @@ class BertDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value} must be >= 1 or null (no cap)")
         # plain values only: checkpoints load under torch's weights_only default; Lightning collects the
         # arguments of the subclass's __init__ too
-        self.save_hyperparameters(ignore=["files"], logger=False)
+        self.save_hyperparameters(logger=False)
         for key, value in list(self.hparams.items()):
             if isinstance(value, Path):
                 self.hparams[key] = str(value)
@@ -132,11 +137,16 @@ class BertDataModule(L.LightningDataModule):
         self._tokenizer_source = tokenizer
         self._tokenizer: Tokenizer | None = tokenizer if isinstance(tokenizer, Tokenizer) else None
         self._plain: Tokenizer | None = None
+        # predict reads the test source, labels or not; modules with another layout (GLUE) set their own
         self.files: dict[str, Path | None] = {
-            s: None if p is None else Path(p) for s, p in (files or {}).items()
+            name: None if path is None else Path(path)
+            for name, path in (
+                ("train", train_file),
+                ("val", val_file),
+                ("test", test_file),
+                ("predict", test_file),
+            )
         }
-        if "predict" not in self.files and "test" in self.files:
-            self.files["predict"] = self.files["test"]  # predict reads the test source, labels or not
         self.hub_name = hub_name
         self.max_seq_length = max_seq_length
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tokenizers import Tokenizer
@@ -111,32 +111,12 @@ class GLUEDataModule(BertDataModule):
     (`LengthGroupedSampler`); otherwise training batches are shuffled with `seed`.
     """
 
-    def __init__(
-        self,
-        task: str,
-        data_dir: str | None,
-        tokenizer: str | Path | Tokenizer,
-        max_seq_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        group_by_length: bool = False,
-        hub_name: str | None = "nyu-mll/glue",
-        max_train_examples: int | None = None,
-        max_eval_examples: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(
-            tokenizer=tokenizer,
-            hub_name=hub_name,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-            seed=seed,
-        )
+    DEFAULTS: ClassVar[dict[str, Any]] = {"hub_name": "nyu-mll/glue", "seed": 0}
+
+    def __init__(self, task: str, data_dir: str | None, group_by_length: bool = False, **shared: Any) -> None:
+        """`task`, `data_dir` (the official layout) and `group_by_length` are GLUE's own; the rest (tokenizer,
+        hub_name, sizes, caps, seed) are `BertDataModule`'s."""
+        super().__init__(**(self.DEFAULTS | shared))
         self.spec = get_task(task)
         self.data_dir = data_dir
         self.group_by_length = group_by_length

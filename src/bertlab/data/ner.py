@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -293,38 +292,13 @@ class NERDataModule(BertDataModule):
     attention_mask, labels `(B, T)` and window_index `(B,)` (index into the split's windows), all long.
     """
 
-    def __init__(
-        self,
-        *,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        hub_name: str | None = None,
-        tokenizer: str | Path | Tokenizer | None,
-        max_seq_length: int = 128,
-        scheme: str = "IOB2",
-        document_context: bool = False,
-        batch_size: int = 32,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        max_train_examples: int | None = None,
-        max_eval_examples: int | None = None,
-    ) -> None:
+    def __init__(self, scheme: str = "IOB2", document_context: bool = False, **shared: Any) -> None:
+        """`scheme` and `document_context` are NER's own; the rest are `BertDataModule`'s arguments."""
         if scheme not in TAG_SCHEMES:
             raise ValueError(f"unknown NER scheme {scheme!r}; use one of {TAG_SCHEMES}")
-        if max_seq_length < 3:
-            raise ValueError(f"max_seq_length={max_seq_length} leaves no room between [CLS] and [SEP]")
-        super().__init__(
-            tokenizer=tokenizer,
-            files={"train": train_file, "val": val_file, "test": test_file},
-            hub_name=hub_name,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-        )
+        super().__init__(**shared)
+        if self.max_seq_length < 3:
+            raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room between [CLS] and [SEP]")
         self.scheme = scheme
         self.document_context = document_context
         self.label_to_id = {name: i for i, name in enumerate(LABEL_NAMES)}

@@ -20,7 +20,7 @@ import logging
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -70,6 +70,8 @@ class PretrainDataModule(BertDataModule):
     `shard_docs` documents share one pool of random NSP partners.
     """
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {"seed": 0}
+
     def __init__(
         self,
         corpus: str = "pydoc",
@@ -77,10 +79,8 @@ class PretrainDataModule(BertDataModule):
         path: str | Path | None = None,
         text_field: str = "text",
         corpus_split: str = "train",
-        tokenizer: str | Path | Tokenizer | None = None,
         vocab_size: int = 30522,
         lowercase: bool = True,
-        max_seq_length: int = 128,
         short_seq_prob: float = 0.1,
         nsp_prob: float = 0.5,
         mlm_probability: float = 0.15,
@@ -91,20 +91,13 @@ class PretrainDataModule(BertDataModule):
         dupe_factor: int = 1,
         val_fraction: float = 0.01,
         val_docs: int | None = None,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
         num_proc: int = 1,
         shard_docs: int = 4096,
         cache_dir: str | Path | None = None,
-        seed: int = 0,
-        max_train_examples: int | None = None,
-        max_eval_examples: int | None = None,
+        **shared: Any,
     ) -> None:
-        if max_seq_length < 5:
-            raise ValueError(
-                f"max_seq_length={max_seq_length} leaves no room for [CLS] A [SEP] B [SEP]; use >= 5"
-            )
+        """Pre-training's own arguments; the rest (tokenizer, max_seq_length, batch sizes, caps, seed) are
+        `BertDataModule`'s. `tokenizer=None` trains a vocabulary; `eval_batch_size=None` = `batch_size`."""
         for name, p in (
             ("short_seq_prob", short_seq_prob),
             ("nsp_prob", nsp_prob),
@@ -114,16 +107,14 @@ class PretrainDataModule(BertDataModule):
                 raise ValueError(f"{name}={p} must lie in [0, 1]")
         if dupe_factor < 1 or num_proc < 1 or shard_docs < 2:
             raise ValueError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
-        super().__init__(
-            tokenizer=tokenizer,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size or batch_size,
-            num_workers=num_workers,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-            seed=seed,
-        )
+        shared = self.DEFAULTS | shared
+        if shared.get("eval_batch_size") is None:
+            shared["eval_batch_size"] = shared.get("batch_size", 32)
+        super().__init__(**shared)
+        if self.max_seq_length < 5:
+            raise ValueError(
+                f"max_seq_length={self.max_seq_length} leaves no room for [CLS] A [SEP] B [SEP]; use >= 5"
+            )
         # `path` is the config-friendly name of a local corpus (data.path=...); it wins over `corpus`
         self.corpus = str(path) if path is not None else str(corpus)
         self.format, self.text_field, self.corpus_split = format, text_field, corpus_split

@@ -8,11 +8,9 @@ to their longest window, not always to `max_seq_length`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from tokenizers import Tokenizer
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
 from bertlab.data.squad_reader import ReadStats, SquadExample, load_squad_hub, parse_articles, read_squad_file
@@ -53,43 +51,27 @@ class SquadDataModule(BertDataModule):
 
     HUB_SPLITS: ClassVar[dict[str, str]] = {"train": "train", "val": "validation"}
 
+    DEFAULTS: ClassVar[dict[str, Any]] = {"max_seq_length": 384, "tokenizer": "bert-base-uncased"}
+
     def __init__(
         self,
         version: int = 1,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        hub_name: str | None = None,
         train_articles: str | int | None = None,
         val_articles: str | int | None = None,
-        tokenizer: str | Path | Tokenizer = "bert-base-uncased",
-        max_seq_length: int = 384,
+        test_articles: str | int | None = None,
         doc_stride: int = 128,
         max_query_length: int = 64,
-        batch_size: int = 32,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        max_train_examples: int | None = None,
-        max_eval_examples: int | None = None,
-        test_articles: str | int | None = None,
+        **shared: Any,
     ) -> None:
+        """SQuAD's own arguments; the rest (files, hub_name, tokenizer, sizes, caps) are `BertDataModule`'s."""
         if version not in (1, 2):
             raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
-        if max_query_length + 3 >= max_seq_length:
+        super().__init__(**(self.DEFAULTS | shared))
+        if max_query_length + 3 >= self.max_seq_length:
             raise ValueError(
-                f"max_query_length {max_query_length} + 3 special tokens must be < max_seq_length {max_seq_length}"
+                f"max_query_length {max_query_length} + 3 special tokens must be < max_seq_length "
+                f"{self.max_seq_length}"
             )
-        super().__init__(
-            tokenizer=tokenizer,
-            files={"train": train_file, "val": val_file, "test": test_file},
-            hub_name=hub_name,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-        )
         self.version = version
         self.doc_stride, self.max_query_length = doc_stride, max_query_length
         self.articles = {"train": train_articles, "val": val_articles, "test": test_articles}

@@ -14,6 +14,7 @@ import csv
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from tokenizers import Tokenizer
@@ -194,34 +195,13 @@ class SWAGDataModule(BertDataModule):
     (and the hub's test split) have none.
     """
 
-    def __init__(
-        self,
-        *,
-        train_file: str | Path | None = None,
-        val_file: str | Path | None = None,
-        test_file: str | Path | None = None,
-        hub_name: str | None = None,
-        tokenizer: str | Path | Tokenizer | None,
-        max_seq_length: int = 128,
-        batch_size: int = 16,
-        eval_batch_size: int = 32,
-        num_workers: int = 0,
-        max_train_examples: int | None = None,
-        max_eval_examples: int | None = None,
-    ) -> None:
-        if max_seq_length < 4:
-            raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
-        super().__init__(
-            tokenizer=tokenizer,
-            files={"train": train_file, "val": val_file, "test": test_file},
-            hub_name=hub_name,
-            max_seq_length=max_seq_length,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-        )
+    DEFAULTS: ClassVar[dict[str, Any]] = {"batch_size": 16, "eval_batch_size": 32}  # the paper's batch
+
+    def __init__(self, **shared: Any) -> None:
+        """`BertDataModule`'s arguments: train_file, val_file, test_file, hub_name, tokenizer, …"""
+        super().__init__(**(self.DEFAULTS | shared))
+        if self.max_seq_length < 4:
+            raise ValueError(f"max_seq_length={self.max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
 
     def read(self, name: str) -> list[SwagExample]:
         """Examples of one split from its file, else from the hub."""

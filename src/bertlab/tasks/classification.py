@@ -9,14 +9,13 @@ the submission files.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
 from bertlab.data.glue_files import write_submission
 from bertlab.data.glue_tasks import get_task
@@ -42,11 +41,9 @@ class SequenceClassificationTask(BertTask):
         model_config: dict[str, Any],
         task: str,
         label_names: Sequence[str],
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, pretrained, optimizer, scheduler)
+        super().__init__(model_config, **shared)
         spec = get_task(task)
         if list(label_names) != list(spec.labels):
             raise ValueError(

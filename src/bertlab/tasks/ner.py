@@ -9,13 +9,12 @@ as the paper reports). The feature-based model itself is `bertlab.model.feature_
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
 from bertlab.data.conll import write_conll_predictions
 from bertlab.data.ner import IGNORE_INDEX, decode_split, gold_tags, window_sentences
@@ -43,11 +42,9 @@ class NERTask(BertTask):
         self,
         model_config: dict[str, Any],
         label_names: Sequence[str],
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, pretrained, optimizer, scheduler)
+        super().__init__(model_config, **shared)
         if not label_names:
             raise ValueError("NER needs label_names (the tags in model-id order), e.g. ${labels:conll2003}")
         self.label_names = list(label_names)
@@ -134,11 +131,9 @@ class TokenClassificationTask(NERTask):
         self,
         model_config: dict[str, Any],
         label_names: Sequence[str],
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, label_names, pretrained, optimizer, scheduler)
+        super().__init__(model_config, label_names, **shared)
         self.model = self.build_model(BertForTokenClassification, num_labels=self.num_labels)
 
 
@@ -157,11 +152,9 @@ class FeatureNERTask(NERTask):
         lstm_hidden: int = 768,
         lstm_layers: int = 2,
         dropout: float = 0.1,
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, label_names, pretrained, optimizer, scheduler)
+        super().__init__(model_config, label_names, **shared)
         self.model = self.build_model(
             BertFeatureTagger,
             num_labels=self.num_labels,

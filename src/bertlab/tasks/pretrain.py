@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics import MeanMetric
 
 from bertlab.model.heads import BertForPreTraining
@@ -21,11 +19,9 @@ class PreTrainingTask(BertTask):
     def __init__(
         self,
         model_config: dict[str, Any],
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, pretrained, optimizer, scheduler)
+        super().__init__(model_config, **shared)
         self.model = self.build_model(BertForPreTraining)
         # token-weighted mean MLM loss per evaluation stage, for that stage's perplexity
         self.eval_mlm_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})

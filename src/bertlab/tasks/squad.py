@@ -17,14 +17,12 @@ rows by `feature_index`), so the logged values agree without a broadcast. Only r
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.optim import Optimizer
 
 from bertlab.data.squad_postprocess import postprocess_predictions, write_null_odds, write_predictions
 from bertlab.data.squad_reader import gold_answers
@@ -68,11 +66,9 @@ class QuestionAnsweringTask(BertTask):
         n_best_size: int = 20,
         max_answer_length: int = 30,
         null_score_diff_threshold: float = 0.0,
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, pretrained, optimizer, scheduler)
+        super().__init__(model_config, **shared)
         if version not in (1, 2):
             raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
         self.version = version

@@ -7,13 +7,11 @@ it logs nothing and `mode=predict` writes `<root>/predictions.csv` (idx, predict
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.optim import Optimizer
 from torchmetrics.classification import MulticlassAccuracy
 
 from bertlab.data.swag import write_swag_predictions
@@ -30,11 +28,9 @@ class MultipleChoiceTask(BertTask):
         self,
         model_config: dict[str, Any],
         num_choices: int = 4,
-        pretrained: str | None = None,
-        optimizer: Callable[..., Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
+        **shared: Any,
     ) -> None:
-        super().__init__(model_config, pretrained, optimizer, scheduler)
+        super().__init__(model_config, **shared)
         self.num_choices = num_choices
         self.model = self.build_model(BertForMultipleChoice)
         # micro average = plain accuracy; torchmetrics' multiclass default is macro
