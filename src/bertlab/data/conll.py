@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertlab.data.errors import DataError
+from bertlab.data.hub import load_hub_split
 
 CONLL_TYPES: tuple[str, ...] = ("PER", "ORG", "LOC", "MISC")
 LABEL_NAMES: tuple[str, ...] = ("O", *(f"{p}-{t}" for t in CONLL_TYPES for p in "BI"))
@@ -146,18 +147,17 @@ def load_hub_conll(hub_name: str, split: str, scheme: str = "IOB2") -> list[Sent
 
     The hub copies drop the -DOCSTART- lines, so every sentence is its own document there.
     """
-    try:
-        import datasets
-
-        data = datasets.load_dataset(hub_name, split=HUB_SPLITS[split])
-        names = data.features["ner_tags"].feature.names
-    except Exception as err:  # the hub client raises many types, all meaning "not available"
-        reason = str(err).splitlines()[0][:200] if str(err) else ""
-        raise DataError(
-            hub_name,
-            f"could not load the {split!r} split from the Hugging Face hub ({type(err).__name__}: {reason})",
-            "pass local CoNLL files as train_file/val_file/test_file, or check the connection",
-        ) from err
+    fix = "pass local CoNLL files as train_file/val_file/test_file, or check the connection"
+    data = load_hub_split(
+        hub_name,
+        None,
+        HUB_SPLITS[split],
+        f"could not load the {split!r} split from the Hugging Face hub",
+        fix,
+    )
+    if "ner_tags" not in data.features:
+        raise DataError(hub_name, f"the {split!r} split has no ner_tags column (not a CoNLL-2003 copy)", fix)
+    names = data.features["ner_tags"].feature.names
     sentences = []
     for i, row in enumerate(data):
         tags = [names[t] for t in row["ner_tags"]]

@@ -320,6 +320,21 @@ def resolve_corpus(path_or_name: str | Path, format: str = "auto") -> CorpusSour
     )
 
 
+def no_usable_documents(label: str, total: int) -> DataError:
+    """The error for a corpus of `total` documents none of which has the 2 sentences NSP pairs need."""
+    if total == 0:
+        return DataError(
+            label,
+            "the corpus holds no documents",
+            "check the file is not empty and the format (text, wiki, jsonl) is right",
+        )
+    return DataError(
+        label,
+        f"none of its {total} documents has 2 or more sentences, which next-sentence pairs need",
+        "put one sentence per line and a blank line between documents",
+    )
+
+
 def usable_documents(
     docs: Iterable[list[str]], label: str, max_docs: int | None = None, raise_if_none: bool = True
 ) -> Iterator[list[str]]:
@@ -333,17 +348,7 @@ def usable_documents(
             kept += 1
             yield doc
     if kept == 0 and raise_if_none:
-        if total == 0:
-            raise DataError(
-                label,
-                "the corpus holds no documents",
-                "check the file is not empty and the format (text, wiki, jsonl) is right",
-            )
-        raise DataError(
-            label,
-            f"none of its {total} documents has 2 or more sentences, which next-sentence pairs need",
-            "put one sentence per line and a blank line between documents",
-        )
+        raise no_usable_documents(label, total)
     if total > kept:
         warnings.warn(
             f"{label}: skipped {total - kept} of {total} documents with fewer than 2 sentences "

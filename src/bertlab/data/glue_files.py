@@ -36,6 +36,7 @@ import torch
 
 from bertlab.data.errors import DataError
 from bertlab.data.glue_tasks import AX, GLUETask, get_task
+from bertlab.data.hub import load_hub_split
 
 # the diagnostic set's file and hub layout (scored with MNLI's labels)
 _AX_TEXT_COLUMNS = ("sentence1", "sentence2")
@@ -196,23 +197,20 @@ def read_hub_split(
     task: str | GLUETask, split: str, hub_name: str = "nyu-mll/glue", expected: Path | None = None
 ) -> GLUESplit:
     """Load one split from the Hugging Face hub (`datasets`), mapping its labels to this spec's ids."""
-    import datasets  # only here: importing it is slow and offline users never need it
-
     spec = get_task(task)
     config, where, columns = (
         _AX_HUB if split == AX else (spec.hub_config, hub_split(split), spec.hub_text_columns)
     )
-    try:
-        ds = datasets.load_dataset(hub_name, config, split=where)
-    except Exception as err:  # offline, missing and auth errors come in many types
-        reason = (str(err).strip().splitlines() or [""])[0][:200]
-        raise DataError(
-            expected or hub_name,
-            f"GLUE {spec.folder} files not found, and the hub dataset {hub_name} ({config}/{where}) "
-            f"could not be loaded ({type(err).__name__}: {reason})",
-            f"put the official GLUE files in {expected or f'<data_dir>/{spec.folder}'} "
-            "(e.g. with download_glue_data.py), or go online once so the datasets cache holds it",
-        ) from err
+    ds = load_hub_split(
+        hub_name,
+        config,
+        where,
+        f"GLUE {spec.folder} files not found, and the hub dataset {hub_name} ({config}/{where}) "
+        "could not be loaded",
+        f"put the official GLUE files in {expected or f'<data_dir>/{spec.folder}'} "
+        "(e.g. with download_glue_data.py), or go online once so the datasets cache holds it",
+        where=expected,
+    )
     source = f"{hub_name}/{config}:{where}"
     text_a = list(ds[columns[0]])
     text_b = list(ds[columns[1]]) if len(columns) == 2 else None

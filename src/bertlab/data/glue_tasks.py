@@ -22,23 +22,40 @@ _DEFAULT_SPLITS = {"train": "train.tsv", "val": "dev.tsv", "test": "test.tsv"}
 
 @dataclass(frozen=True, eq=False)
 class GLUETask:
-    """How one GLUE task is laid out on disk and on the hub, scored and submitted."""
+    """How one GLUE task is laid out on disk and on the hub, scored and submitted.
+
+    Fields left None take the common GLUE layout: test.tsv and the hub use the train/dev text columns,
+    the hub config is the task name, the main metric is the first, and test.tsv is submitted as
+    `<Folder>.tsv`.
+    """
 
     name: str  # lower-case key: "mnli"
     folder: str  # official folder name: "MNLI"
     text_columns: tuple[str, ...]  # train/dev header names of sentence (A, B)
-    test_text_columns: tuple[str, ...]  # the same in test.tsv, which starts with an `index` column
-    label_column: str
     labels: tuple[str, ...]  # label strings as written in the files, in model-id order; () = regression
-    hub_config: str  # config name in `nyu-mll/glue`
-    hub_text_columns: tuple[str, ...]
-    metrics: tuple[str, ...]  # keys of `bertlab.metrics.glue.glue_metrics`
-    main_metric: str  # the one the BERT paper's Table 1 reports
-    submission_files: dict[str, str]  # unlabelled split -> GLUE submission file name
+    label_column: str = "label"
+    metrics: tuple[str, ...] = ("acc",)  # keys of `bertlab.metrics.glue.glue_metrics`
+    main_metric: str = None  # type: ignore[assignment]  # the one the BERT paper's Table 1 reports
+    test_text_columns: tuple[str, ...] = None  # type: ignore[assignment]  # in test.tsv (after `index`)
+    hub_config: str = None  # type: ignore[assignment]  # config name in `nyu-mll/glue`
+    hub_text_columns: tuple[str, ...] = None  # type: ignore[assignment]
+    submission_files: dict[str, str] = None  # type: ignore[assignment]  # unlabelled split -> file name
     splits: dict[str, str] = field(default_factory=lambda: dict(_DEFAULT_SPLITS))  # split -> file name
     test_index_column: str = "index"
     header_columns: tuple[str, ...] | None = None  # names for header-less train/dev files (CoLA)
     skip_malformed: bool = False  # skip and report broken rows instead of failing (QQP)
+
+    def __post_init__(self) -> None:
+        defaults = {
+            "main_metric": self.metrics[0],
+            "test_text_columns": self.text_columns,
+            "hub_config": self.name,
+            "hub_text_columns": self.text_columns,
+            "submission_files": {"test": f"{self.folder}.tsv"},
+        }
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, value)  # frozen: set once, here
 
     @property
     def is_regression(self) -> bool:
@@ -65,138 +82,32 @@ class GLUETask:
         return split.startswith("test") or split == AX
 
 
+BINARY = ("0", "1")
+ENTAILMENT = ("entailment", "not_entailment")
+PAIR = ("sentence1", "sentence2")
 GLUE_TASKS: dict[str, GLUETask] = {
     t.name: t
     for t in (
-        GLUETask(
-            name="cola",
-            folder="CoLA",
-            text_columns=("sentence",),
-            test_text_columns=("sentence",),
-            label_column="label",
-            labels=("0", "1"),
-            hub_config="cola",
-            hub_text_columns=("sentence",),
-            metrics=("mcc",),
-            main_metric="mcc",
-            submission_files={"test": "CoLA.tsv"},
-            header_columns=("source", "label", "original_label", "sentence"),
-        ),
-        GLUETask(
-            name="sst2",
-            folder="SST-2",
-            text_columns=("sentence",),
-            test_text_columns=("sentence",),
-            label_column="label",
-            labels=("0", "1"),
-            hub_config="sst2",
-            hub_text_columns=("sentence",),
-            metrics=("acc",),
-            main_metric="acc",
-            submission_files={"test": "SST-2.tsv"},
-        ),
-        GLUETask(
-            name="mrpc",
-            folder="MRPC",
-            text_columns=("#1 String", "#2 String"),
-            test_text_columns=("#1 String", "#2 String"),
-            label_column="Quality",
-            labels=("0", "1"),
-            hub_config="mrpc",
-            hub_text_columns=("sentence1", "sentence2"),
-            metrics=("f1", "acc"),
-            main_metric="f1",
-            submission_files={"test": "MRPC.tsv"},
-        ),
-        GLUETask(
-            name="stsb",
-            folder="STS-B",
-            text_columns=("sentence1", "sentence2"),
-            test_text_columns=("sentence1", "sentence2"),
-            label_column="score",
-            labels=(),
-            hub_config="stsb",
-            hub_text_columns=("sentence1", "sentence2"),
-            metrics=("pearson", "spearmanr"),
-            main_metric="spearmanr",
-            submission_files={"test": "STS-B.tsv"},
-        ),
-        GLUETask(
-            name="qqp",
-            folder="QQP",
-            text_columns=("question1", "question2"),
-            test_text_columns=("question1", "question2"),
-            label_column="is_duplicate",
-            labels=("0", "1"),
-            hub_config="qqp",
-            hub_text_columns=("question1", "question2"),
-            metrics=("f1", "acc"),
-            main_metric="f1",
-            submission_files={"test": "QQP.tsv"},
-            test_index_column="id",
-            skip_malformed=True,
-        ),
-        GLUETask(
-            name="mnli",
-            folder="MNLI",
-            text_columns=("sentence1", "sentence2"),
-            test_text_columns=("sentence1", "sentence2"),
-            label_column="gold_label",
-            labels=("contradiction", "entailment", "neutral"),
-            hub_config="mnli",
-            hub_text_columns=("premise", "hypothesis"),
-            metrics=("acc",),
-            main_metric="acc",
-            submission_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv", AX: "AX.tsv"},
-            splits={
-                "train": "train.tsv",
-                "val_matched": "dev_matched.tsv",
-                "val_mismatched": "dev_mismatched.tsv",
-                "test_matched": "test_matched.tsv",
-                "test_mismatched": "test_mismatched.tsv",
-            },
-        ),
-        GLUETask(
-            name="qnli",
-            folder="QNLI",
-            text_columns=("question", "sentence"),
-            test_text_columns=("question", "sentence"),
-            label_column="label",
-            labels=("entailment", "not_entailment"),
-            hub_config="qnli",
-            hub_text_columns=("question", "sentence"),
-            metrics=("acc",),
-            main_metric="acc",
-            submission_files={"test": "QNLI.tsv"},
-        ),
-        GLUETask(
-            name="rte",
-            folder="RTE",
-            text_columns=("sentence1", "sentence2"),
-            test_text_columns=("sentence1", "sentence2"),
-            label_column="label",
-            labels=("entailment", "not_entailment"),
-            hub_config="rte",
-            hub_text_columns=("sentence1", "sentence2"),
-            metrics=("acc",),
-            main_metric="acc",
-            submission_files={"test": "RTE.tsv"},
-        ),
-        GLUETask(
-            name="wnli",
-            folder="WNLI",
-            text_columns=("sentence1", "sentence2"),
-            test_text_columns=("sentence1", "sentence2"),
-            label_column="label",
-            labels=("0", "1"),
-            hub_config="wnli",
-            hub_text_columns=("sentence1", "sentence2"),
-            metrics=("acc",),
-            main_metric="acc",
-            submission_files={"test": "WNLI.tsv"},
-        ),
+        GLUETask("cola", "CoLA", ("sentence",), BINARY, metrics=("mcc",),
+                 header_columns=("source", "label", "original_label", "sentence")),
+        GLUETask("sst2", "SST-2", ("sentence",), BINARY),
+        GLUETask("mrpc", "MRPC", ("#1 String", "#2 String"), BINARY, label_column="Quality",
+                 metrics=("f1", "acc"), hub_text_columns=PAIR),
+        GLUETask("stsb", "STS-B", PAIR, (), label_column="score", metrics=("pearson", "spearmanr"),
+                 main_metric="spearmanr"),
+        GLUETask("qqp", "QQP", ("question1", "question2"), BINARY, label_column="is_duplicate",
+                 metrics=("f1", "acc"), test_index_column="id", skip_malformed=True),
+        GLUETask("mnli", "MNLI", PAIR, ("contradiction", "entailment", "neutral"), label_column="gold_label",
+                 hub_text_columns=("premise", "hypothesis"),
+                 submission_files={"test_matched": "MNLI-m.tsv", "test_mismatched": "MNLI-mm.tsv", AX: "AX.tsv"},
+                 splits={"train": "train.tsv", "val_matched": "dev_matched.tsv",
+                         "val_mismatched": "dev_mismatched.tsv", "test_matched": "test_matched.tsv",
+                         "test_mismatched": "test_mismatched.tsv"}),
+        GLUETask("qnli", "QNLI", ("question", "sentence"), ENTAILMENT),
+        GLUETask("rte", "RTE", PAIR, ENTAILMENT),
+        GLUETask("wnli", "WNLI", PAIR, BINARY),
     )
-}
+}  # fmt: skip
 
 
 def get_task(task: str | GLUETask) -> GLUETask:

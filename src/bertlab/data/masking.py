@@ -23,15 +23,18 @@ from torch import Tensor
 IGNORE_INDEX = -100  # positions the MLM loss skips (torch cross_entropy's default ignore_index)
 
 
-def _check_probabilities(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:
-    """Raise ValueError for probabilities outside [0, 1] or a [MASK] + random share above 1."""
-    for name, p in (
-        ("mlm_probability", mlm_probability),
-        ("mask_token_prob", mask_token_prob),
-        ("random_token_prob", random_token_prob),
-    ):
+def check_probabilities(**named: float) -> None:
+    """Raise ValueError naming the first of `named` (option name -> value) outside [0, 1]."""
+    for name, p in named.items():
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"{name}={p} must lie in [0, 1]")
+
+
+def _check_probabilities(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:
+    """Raise ValueError for probabilities outside [0, 1] or a [MASK] + random share above 1."""
+    check_probabilities(
+        mlm_probability=mlm_probability, mask_token_prob=mask_token_prob, random_token_prob=random_token_prob
+    )
     if mask_token_prob + random_token_prob > 1.0 + 1e-9:
         raise ValueError(
             f"mask_token_prob + random_token_prob = {mask_token_prob + random_token_prob} exceeds 1"

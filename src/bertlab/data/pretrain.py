@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from bertlab.data.base import BertDataModule, SplitData, split_kind
 from bertlab.data.corpus import resolve_corpus
 from bertlab.data.errors import DataError
-from bertlab.data.masking import MaskingCollator
+from bertlab.data.masking import MaskingCollator, check_probabilities
 from bertlab.data.pretrain_cache import (
     build_instances,
     cached_vocab,
@@ -98,13 +98,7 @@ class PretrainDataModule(BertDataModule):
     ) -> None:
         """Pre-training's own arguments; the rest (tokenizer, max_seq_length, batch sizes, caps, seed) are
         `BertDataModule`'s. `tokenizer=None` trains a vocabulary; `eval_batch_size=None` = `batch_size`."""
-        for name, p in (
-            ("short_seq_prob", short_seq_prob),
-            ("nsp_prob", nsp_prob),
-            ("val_fraction", val_fraction),
-        ):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name}={p} must lie in [0, 1]")
+        check_probabilities(short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, val_fraction=val_fraction)
         if dupe_factor < 1 or num_proc < 1 or shard_docs < 2:
             raise ValueError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
         shared = self.DEFAULTS | shared

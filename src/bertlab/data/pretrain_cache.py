@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import torch
 from tokenizers import Tokenizer
 
-from bertlab.data.corpus import CorpusSource, usable_documents
+from bertlab.data.corpus import CorpusSource, no_usable_documents, usable_documents
 from bertlab.data.errors import DataError
 from bertlab.data.masking import MaskingCollator, pad_sequences
 from bertlab.data.nsp import create_instances
@@ -284,17 +284,7 @@ def read_documents(
     lengths = pc.list_value_length(docs.data.column("sentences")).fill_null(0).to_numpy(zero_copy_only=False)
     usable = np.flatnonzero(lengths >= 2)
     if len(usable) == 0:
-        if len(docs) == 0:
-            raise DataError(
-                label,
-                "the corpus holds no documents",
-                "check the file is not empty and the format (text, wiki, jsonl) is right",
-            )
-        raise DataError(
-            label,
-            f"none of its {len(docs)} documents has 2 or more sentences, which next-sentence pairs need",
-            "put one sentence per line and a blank line between documents",
-        )
+        raise no_usable_documents(label, len(docs))
     if len(usable) < len(docs):
         warnings.warn(
             f"{label}: skipped {len(docs) - len(usable)} of {len(docs)} documents with fewer "

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.data.errors import DataError
+from bertlab.data.hub import load_hub_split
 
 
 @dataclass(frozen=True)
@@ -252,17 +253,13 @@ def load_squad_hub(
     articles: str | int | slice | Sequence[int] | None = None,
 ) -> tuple[list[SquadExample], ReadStats]:
     """Read a split of `rajpurkar/squad` / `rajpurkar/squad_v2` through `datasets` (needs the internet)."""
-    try:
-        import datasets
-
-        rows = datasets.load_dataset(name, split=split)
-    except Exception as err:  # the hub client raises many types
-        reason = " ".join(str(err).split())[:200]
-        raise DataError(
-            name,
-            f"could not load split '{split}' from the Hugging Face hub ({type(err).__name__}: {reason})",
-            "pass local SQuAD json files (train_file / val_file) or connect to the internet",
-        ) from err
+    rows = load_hub_split(
+        name,
+        None,
+        split,
+        f"could not load split '{split}' from the Hugging Face hub",
+        "pass local SQuAD json files (train_file / val_file) or connect to the internet",
+    )
     source = f"{name}[{split}]"
     examples, stats = parse_squad(records_to_squad(rows), source, version=version, articles=articles)
     stats.warn(source)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
 from bertlab.data.errors import DataError
+from bertlab.data.hub import load_hub_split
 from bertlab.data.tokenizer import plain_tokenizer
 
 NUM_CHOICES = 4
@@ -109,17 +110,13 @@ def load_hub_swag(hub_name: str, split: str) -> list[SwagExample]:
 
     The hub's test split marks its missing labels -1; they become None.
     """
-    try:
-        import datasets
-
-        data = datasets.load_dataset(hub_name, "regular", split=HUB_SPLITS[split])
-    except Exception as err:  # the hub client raises many types, all meaning "not available"
-        reason = str(err).splitlines()[0][:200] if str(err) else ""
-        raise DataError(
-            hub_name,
-            f"could not load the {split!r} split from the Hugging Face hub ({type(err).__name__}: {reason})",
-            "pass local SWAG csv files as train_file/val_file/test_file, or check the connection",
-        ) from err
+    data = load_hub_split(
+        hub_name,
+        "regular",
+        HUB_SPLITS[split],
+        f"could not load the {split!r} split from the Hugging Face hub",
+        "pass local SWAG csv files as train_file/val_file/test_file, or check the connection",
+    )
     where = f"{hub_name}[{HUB_SPLITS[split]}]"
     examples = []
     for i, row in enumerate(data):
