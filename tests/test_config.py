@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bertlab.model import BertConfig
+from bertlab.run import model_config
 from tests.hydra_helpers import REPO, compose_cfg
 
 MODELS = {  # layers, hidden, heads as the issue lists them
@@ -32,7 +33,7 @@ LOGGERS = ["wandb", "csv", "none"]
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_every_model_hardware_logger_composes(tmp_path: Path, model: str, hardware: str, logger: str) -> None:
     cfg = compose_cfg([f"model={model}", f"hardware={hardware}", f"logger={logger}"], tmp_path)
-    config = BertConfig(**OmegaConf.to_container(cfg.model))  # type: ignore[arg-type]
+    config = BertConfig(**model_config(cfg))  # the run's model dict: the preset without `hub_name`
     layers, hidden, heads = MODELS[model]
     assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads) == (
         layers,
@@ -81,12 +82,17 @@ def test_cli_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
     assert "Available options" in proc.stderr and "pretrain" in proc.stderr
 
 
-def test_model_presets_hold_only_their_sizes() -> None:
-    """The shared fields live once in model/_bert.yaml; a preset says its four sizes and nothing else."""
+def test_model_presets_hold_only_their_sizes_and_checkpoint() -> None:
+    """The shared fields live once in model/_bert.yaml; a preset says its four sizes and the published
+    uncased checkpoint of that size (Turc et al.'s names spell the sizes out), nothing else."""
     sizes = {"hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"}
-    for name in MODELS:
+    for name, (layers, hidden, heads) in MODELS.items():
         preset = OmegaConf.load(REPO / "conf" / "model" / f"{name}.yaml")
-        assert set(preset) == sizes | {"defaults"}, name
+        assert set(preset) == sizes | {"defaults", "hub_name"}, name
+        published = {"bert_base": "bert-base-uncased", "bert_large": "bert-large-uncased"}.get(
+            name, f"google/bert_uncased_L-{layers}_H-{hidden}_A-{heads}"
+        )
+        assert preset.hub_name == published, name
 
 
 @pytest.mark.parametrize(("task", "lr"), [("pretrain", 1e-4), ("rte", 2e-5), ("conll2003", 5e-5)])
@@ -151,11 +157,13 @@ def test_renamed_error_forms() -> None:
     assert not set(RENAMED_KEYS.values()) & set(RENAMED_KEYS)
 
 
-def test_cfg_job_resolve_prints_derived_labels() -> None:
-    """`--cfg job --resolve` resolves ${labels:...} into the printed config (a list value must be a ListConfig)."""
+def test_cfg_job_resolve_prints_derived_labels_and_checkpoint() -> None:
+    """`--cfg job --resolve` resolves ${labels:...} into the printed config (a list value must be a ListConfig)
+    and shows the headline command's checkpoint: the size's published one."""
     out = subprocess.run(
-        [sys.executable, "train.py", "task=rte", "--cfg", "job", "--resolve"],
+        [sys.executable, "train.py", "model=bert_large", "task=mnli", "--cfg", "job", "--resolve"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "- not_entailment" in out.stdout and "${labels" not in out.stdout
+    assert "- contradiction" in out.stdout and "${labels" not in out.stdout
+    assert "\npretrained: bert-large-uncased\n" in out.stdout

@@ -21,9 +21,11 @@ from tests.hydra_helpers import compose_cfg
 
 TASKS = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli")
 REAL = ("CoLA", "SST-2", "MRPC", "STS-B", "RTE", "WNLI")
-# tiny random model with odd sizes; fp32 so results do not depend on the CPU's bf16 support
+# tiny random model with odd sizes (pretrained=null: not the size's published checkpoint); fp32 so results
+# do not depend on the CPU's bf16 support
 TINY = ["model=bert_tiny", "model.hidden_size=72", "model.num_attention_heads=3", "model.intermediate_size=101",
-        "hardware.precision=32-true", "logger=csv", "trainer.enable_model_summary=false", "export=false"]  # fmt: skip
+        "pretrained=null", "hardware.precision=32-true", "logger=csv", "trainer.enable_model_summary=false",
+        "export=false"]  # fmt: skip
 # GLUE's test sets: submission file -> rows (the official counts; MNLI and QQP: the fixtures' sizes)
 SUBMISSIONS = {
     "cola": {"CoLA.tsv": 1063},
@@ -76,10 +78,11 @@ def fitted(glue_dir: Path, vocab: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_task_files_name_only_their_task(tmp_path: Path) -> None:
-    """Each conf/task/<glue task>.yaml sets task.name; data, labels and head size follow from it."""
+    """Each conf/task/<glue task>.yaml sets task.name; data, labels, head size and main metric follow from it."""
     for task in TASKS:
         cfg = compose_cfg([f"task={task}"], tmp_path / task)
         assert cfg.task.name == cfg.data.task == cfg.task.module.task == task
+        assert cfg.task.main_metric == f"val/{main_metric(task)}"  # picks checkpoints/best.ckpt
         assert list(cfg.task.module.label_names) == list(get_task(task).labels)  # [] for STS-B
     # the old cap names point at the new ones (train.py stops an old override with that line)
     for old in ("max_train_samples", "max_eval_samples"):

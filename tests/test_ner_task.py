@@ -29,6 +29,7 @@ TINY = [
     "model.num_attention_heads=3",
     "model.intermediate_size=101",
     "model.num_hidden_layers=2",
+    "pretrained=null",  # random initialisation: no published checkpoint offline
     "logger=csv",
     "trainer.precision=32-true",
     "trainer.log_every_n_steps=1",

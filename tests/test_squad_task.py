@@ -20,18 +20,13 @@ import torch.nn.functional as F
 from bertlab.data.squad_reader import parse_articles
 from bertlab.metrics.squad import squad_v1_scores, squad_v2_scores
 from bertlab.run import main
-from bertlab.tasks.squad import PAD_LOGIT, QuestionAnsweringTask, pad_cat, span_loss
+from bertlab.tasks.squad import PAD_LOGIT, THRESHOLD_KEY, QuestionAnsweringTask, pad_cat, span_loss
 from tests.hydra_helpers import REPO, compose_cfg
 
 V1_DEV = "squad/v1.1/dev-v1.1.json"
 V2_DEV = "squad/v2.0/dev-v2.0.json"
-TINY = {
-    "vocab_size": 30522,
-    "hidden_size": 72,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 3,
-    "intermediate_size": 101,
-}
+TINY = {"vocab_size": 30522, "hidden_size": 72, "num_hidden_layers": 2, "num_attention_heads": 3,
+        "intermediate_size": 101}  # fmt: skip
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -45,21 +40,17 @@ def _one_thread() -> Iterator[None]:
 
 def small(minilm_dir: Path) -> list[str]:
     """A tiny odd-sized random model on the real MiniLM vocabulary, short windows, fp32, no export."""
-    return [
-        "model=bert_tiny",
-        "model.hidden_size=72",
-        "model.num_attention_heads=3",
-        "model.intermediate_size=101",
-        "logger=csv",
-        "hardware.precision=32-true",
-        f"tokenizer={minilm_dir / 'vocab.txt'}",
-        "data.max_seq_length=128",
-        "data.doc_stride=48",
-        "data.batch_size=8",
-        "data.eval_batch_size=16",
-        "trainer.log_every_n_steps=2",
-        "export=false",
-    ]
+    return ["model=bert_tiny", "model.hidden_size=72", "model.num_attention_heads=3", "model.intermediate_size=101",
+            "pretrained=null", "logger=csv", "hardware.precision=32-true", f"tokenizer={minilm_dir / 'vocab.txt'}",
+            "data.max_seq_length=128", "data.doc_stride=48", "data.batch_size=8", "data.eval_batch_size=16",
+            "trainer.log_every_n_steps=2", "export=false"]  # fmt: skip
+
+
+def fit_squad(task: str, dev: Path, val_articles: str, minilm_dir: Path, out: Path, *extra: str) -> dict:
+    """A one-epoch fit of the tiny model on 24 questions of article 0, scored on 30 of `val_articles`."""
+    return main(compose_cfg([f"task={task}", *small(minilm_dir), f"data.train_file={dev}", "data.train_articles=0:1",
+                             "data.max_train_examples=24", f"data.val_file={dev}", f"data.val_articles={val_articles}",
+                             "data.max_eval_examples=30", "trainer.max_epochs=1", *extra], out))  # fmt: skip
 
 
 def articles(path: Path, spec: str) -> list[dict]:
@@ -96,25 +87,8 @@ def v1_fit(
     shared_data: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict]:
     """A short task=squad_v1 fit (24 questions of article 0, scored on 30 of article 38): run dir, metrics."""
-    dev = shared_data / V1_DEV
     run = tmp_path_factory.mktemp("squad_v1") / "fit"
-    metrics = main(
-        compose_cfg(
-            [
-                "task=squad_v1",
-                *small(minilm_dir),
-                f"data.train_file={dev}",
-                "data.train_articles=0:1",
-                "data.max_train_examples=24",
-                f"data.val_file={dev}",
-                "data.val_articles=38:39",
-                "data.max_eval_examples=30",
-                "trainer.max_epochs=1",
-            ],
-            run,
-        )
-    )
-    return run, metrics
+    return run, fit_squad("squad_v1", shared_data / V1_DEV, "38:39", minilm_dir, run)
 
 
 def test_squad_v1_fit_logs_scores_of_the_written_predictions(
@@ -139,20 +113,9 @@ def test_mode_test_scores_the_given_file(
     dev = shared_data / V1_DEV
     run = tmp_path / "test"
     # task= only selects a data group that has test_file; task, model and data come from the checkpoint
-    scored = main(
-        compose_cfg(
-            [
-                "task=squad_v1",
-                "mode=test",
-                f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
-                f"data.test_file={dev}",
-                "data.test_articles=40:41",
-                "logger=csv",
-                "hardware.precision=32-true",
-            ],
-            run,
-        )
-    )
+    scored = main(compose_cfg(["task=squad_v1", "mode=test", f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
+                               f"data.test_file={dev}", "data.test_articles=40:41", "logger=csv",
+                               "hardware.precision=32-true"], run))  # fmt: skip
     assert read_json(run / "metrics.json") == scored
     assert {"test/exact_match", "test/f1"} <= scored.keys()
     golds = questions(dev, "40:41", 30)  # max_eval_examples=30 travels in the checkpoint's data config
@@ -189,12 +152,8 @@ def test_mode_predict_answers_a_file_without_answers(
             qa["answers"] = []
     hidden = tmp_path / "questions.json"
     hidden.write_text(json.dumps(raw), encoding="utf-8")
-    common = [
-        "task=squad_v1",
-        f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
-        "logger=csv",
-        "hardware.precision=32-true",
-    ]
+    common = ["task=squad_v1", f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}", "logger=csv",
+              "hardware.precision=32-true"]  # fmt: skip
     predicted = main(compose_cfg([*common, "mode=predict", f"data.test_file={hidden}"], tmp_path / "pred"))
     assert predicted == {} and read_json(tmp_path / "pred" / "metrics.json") == {}
     main(
@@ -211,26 +170,12 @@ def test_ddp_test_mode_matches_one_process(
 ) -> None:
     """Two CPU ranks (gloo) each see half the windows; the gathered scores and files equal one process's."""
     dev = shared_data / V1_DEV
-    common = [
-        "task=squad_v1",
-        "mode=test",
-        f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}",
-        f"data.test_file={dev}",
-        "data.test_articles=40:41",
-        "data.eval_batch_size=7",
-        "logger=csv",
-        "hardware.precision=32-true",
-    ]
+    common = ["task=squad_v1", "mode=test", f"ckpt={v1_fit[0] / 'checkpoints' / 'last.ckpt'}", f"data.test_file={dev}",
+              "data.test_articles=40:41", "data.eval_batch_size=7", "logger=csv", "hardware.precision=32-true"]  # fmt: skip
     single = main(compose_cfg(common, tmp_path / "one"))
     ddp = tmp_path / "ddp"
-    args = [
-        *common,
-        "hardware=ddp",
-        "hardware.accelerator=cpu",
-        "hardware.devices=2",
-        f"hydra.run.dir={ddp}",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+    args = [*common, "hardware=ddp", "hardware.accelerator=cpu", "hardware.devices=2", f"hydra.run.dir={ddp}",
+            f"paths.cache_dir={tmp_path / 'cache'}"]  # fmt: skip
     env = os.environ | {"WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
@@ -241,41 +186,24 @@ def test_ddp_test_mode_matches_one_process(
     assert read_json(ddp / "metrics.json") == pytest.approx(single, abs=1e-4)
 
 
+@pytest.fixture(scope="module")
+def v2_fit(
+    shared_data: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict]:
+    """A short task=squad_v2 fit (24 questions of article 0, scored on 30 of article 30): run dir, metrics."""
+    run = tmp_path_factory.mktemp("squad_v2") / "fit"
+    dev = shared_data / V2_DEV
+    return run, fit_squad("squad_v2", dev, "30:31", minilm_dir, run, "task.module.max_answer_length=3")
+
+
 def test_squad_v2_fit_writes_null_odds_and_official_keys(
-    shared_data: Path, minilm_dir: Path, tmp_path: Path
+    shared_data: Path, v2_fit: tuple[Path, dict]
 ) -> None:
     dev = shared_data / V2_DEV
-    run = tmp_path / "run"
-    metrics = main(
-        compose_cfg(
-            [
-                "task=squad_v2",
-                *small(minilm_dir),
-                f"data.train_file={dev}",
-                "data.train_articles=0:1",
-                "data.max_train_examples=24",
-                f"data.val_file={dev}",
-                "data.val_articles=30:31",
-                "data.max_eval_examples=30",
-                "trainer.max_epochs=1",
-                "task.module.max_answer_length=3",
-            ],
-            run,
-        )
-    )
+    run, metrics = v2_fit
     assert read_json(run / "metrics.json") == metrics
-    keys = [
-        "exact",
-        "f1",
-        "HasAns_exact",
-        "HasAns_f1",
-        "NoAns_exact",
-        "NoAns_f1",
-        "best_exact",
-        "best_exact_thresh",
-        "best_f1",
-        "best_f1_thresh",
-    ]
+    keys = ["exact", "f1", "HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact",
+            "best_exact_thresh", "best_f1", "best_f1_thresh"]  # fmt: skip
     assert {f"val/{k}" for k in keys} <= metrics.keys()
     golds = questions(dev, "30:31", 30)
     assert {bool(g) for _, g in golds.values()} == {True, False}, "the slice must hold both kinds of question"
@@ -292,29 +220,74 @@ def test_squad_v2_fit_writes_null_odds_and_official_keys(
         assert metrics[f"val/{key}"] == pytest.approx(rescored[key], abs=1e-3), key
 
 
+def v2_eval(
+    dev: Path, ckpt: Path, out: Path, mode: str = "test", *overrides: str
+) -> tuple[dict, dict[str, str]]:
+    """mode=test|predict of a v2 checkpoint on the fit's dev questions: metrics and predictions.json."""
+    args = ["task=squad_v2", f"mode={mode}", f"ckpt={ckpt}", f"data.test_file={dev}", "data.test_articles=30:31",
+            "logger=csv", "hardware.precision=32-true", *overrides]  # fmt: skip
+    return main(compose_cfg(args, out)), read_json(out / "predictions.json")
+
+
+def test_squad_v2_checkpoint_keeps_the_dev_threshold_for_test_and_predict(
+    shared_data: Path, v2_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """The fit stores its val/best_f1_thresh in the .ckpt; test and predict answer "" exactly where the null
+    odds exceed the stored threshold, unless task.module.null_score_diff_threshold is given."""
+    dev = shared_data / V2_DEV
+    run, fit = v2_fit
+    ckpt = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt[THRESHOLD_KEY] == pytest.approx(fit["val/best_f1_thresh"], abs=1e-4)
+    # a random tiny model's best threshold is often the 0.0 default: store one that splits the questions
+    # differently, so that applying it shows (half of them above it, half below)
+    odds = sorted(read_json(run / "null_odds.json").values())
+    k = 15 if sum(o > 0.0 for o in odds) != 15 else 10
+    tuned = (odds[k - 1] + odds[k]) / 2
+    ckpt[THRESHOLD_KEY] = tuned
+    torch.save(ckpt, tmp_path / "tuned.ckpt")
+    metrics, preds = v2_eval(dev, tmp_path / "tuned.ckpt", tmp_path / "test")
+    assert metrics["test/null_score_diff_threshold"] == pytest.approx(tuned, abs=1e-5)
+    odds_by_q = read_json(tmp_path / "test" / "null_odds.json")
+    assert sorted(odds_by_q.values()) == odds  # the fit's last validation, the same weights and questions
+    assert all((preds[q] == "") == (o > tuned) for q, o in odds_by_q.items())
+    _, predicted = v2_eval(dev, tmp_path / "tuned.ckpt", tmp_path / "predict", "predict")
+    assert predicted == preds
+    # the command line wins over the stored threshold
+    metrics, at_zero = v2_eval(
+        dev, tmp_path / "tuned.ckpt", tmp_path / "zero", "test", "task.module.null_score_diff_threshold=0.0"
+    )
+    assert metrics["test/null_score_diff_threshold"] == 0.0 and at_zero != preds
+    assert all((at_zero[q] == "") == (o > 0.0) for q, o in odds_by_q.items())
+    assert metrics["test/f1"] == pytest.approx(fit["val/f1"], abs=1e-3)
+
+
+def test_threshold_is_the_set_one_else_the_stored_one_outside_validation() -> None:
+    """`threshold(stage)`: task.module's value wins; else test/predict use the checkpoint's, val uses 0.0."""
+    trained = QuestionAnsweringTask(TINY, version=2)
+    assert trained.threshold("test") == trained.threshold("val") == 0.0  # nothing tuned yet
+    trained.tuned_threshold = -1.25
+    checkpoint: dict = {}
+    trained.on_save_checkpoint(checkpoint)
+    assert checkpoint == {THRESHOLD_KEY: -1.25}
+    loaded = QuestionAnsweringTask(TINY, version=2)
+    loaded.on_load_checkpoint(checkpoint)
+    assert loaded.threshold("test") == loaded.threshold("predict") == -1.25 and loaded.threshold("val") == 0.0
+    overridden = QuestionAnsweringTask(TINY, version=2, null_score_diff_threshold=0.5)
+    overridden.on_load_checkpoint(checkpoint)
+    assert {overridden.threshold(s) for s in ("val", "test", "predict")} == {0.5}
+    old = QuestionAnsweringTask(TINY, version=2)
+    old.on_load_checkpoint({})  # a checkpoint written before thresholds were stored
+    assert old.threshold("test") == 0.0
+
+
 def test_short_training_lowers_the_span_loss(shared_data: Path, minilm_dir: Path, tmp_path: Path) -> None:
     dev = shared_data / V1_DEV
     run = tmp_path / "run"
-    main(
-        compose_cfg(
-            [
-                "task=squad_v1",
-                *small(minilm_dir),
-                "data.batch_size=16",
-                f"data.train_file={dev}",
-                "data.train_articles=0:2",
-                "data.max_train_examples=300",
-                f"data.val_file={dev}",
-                "data.val_articles=38:39",
-                "data.max_eval_examples=10",
-                "trainer.max_steps=24",
-                "trainer.log_every_n_steps=2",
-                "task.module.optimizer.lr=2e-3",
-                "task.module.scheduler.warmup_ratio=0.05",
-            ],
-            run,
-        )
-    )
+    main(compose_cfg(["task=squad_v1", *small(minilm_dir), "data.batch_size=16", f"data.train_file={dev}",
+                      "data.train_articles=0:2", "data.max_train_examples=300", f"data.val_file={dev}",
+                      "data.val_articles=38:39", "data.max_eval_examples=10", "trainer.max_steps=24",
+                      "trainer.log_every_n_steps=2", "task.module.optimizer.lr=2e-3",
+                      "task.module.scheduler.warmup_ratio=0.05"], run))  # fmt: skip
     rows = list(csv.DictReader((next(run.glob("csv/version_*")) / "metrics.csv").open()))
     losses = [float(r["train/loss"]) for r in rows if r.get("train/loss")]
     assert len(losses) >= 10
@@ -387,7 +360,9 @@ def test_task_configs_hold_the_paper_recipe(
     assert m._target_ == "bertlab.tasks.squad.QuestionAnsweringTask" and d.version == m.version == version
     assert (d.max_seq_length, d.doc_stride, d.max_query_length, d.batch_size) == (384, 128, 64, batch)
     assert m.optimizer.lr == 5e-5 and m.scheduler.warmup_ratio == 0.1
-    assert (m.n_best_size, m.max_answer_length, m.null_score_diff_threshold) == (20, 30, 0.0)
+    # v2: null = the checkpoint's dev-tuned threshold in test and predict (0.0 in validation)
+    threshold = None if version == 2 else 0.0
+    assert (m.n_best_size, m.max_answer_length, m.null_score_diff_threshold) == (20, 30, threshold)
     assert (d.train_file, d.val_file, d.test_file, d.hub_name) == (
         f"/D/squad/{train}",
         f"/D/squad/{dev}",

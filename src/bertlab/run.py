@@ -29,7 +29,9 @@ from bertlab.callbacks import ProgressLog
 from bertlab.data.base import BertDataModule
 from bertlab.data.tokenizer import save_vocab
 from bertlab.model.checkpoint import (
+    SIZE_FIELDS,
     CheckpointError,
+    MissingCheckpointError,
     check_size,
     checkpoint_vocabulary,
     read_model_config,
@@ -38,11 +40,14 @@ from bertlab.model.checkpoint import (
 from bertlab.model.config import BertConfig
 from bertlab.model.convert import export_state, write_folder
 from bertlab.renamed import upgrade_run_config
+from bertlab.run_folder import resolve_eval_checkpoint
 
 log = logging.getLogger("bertlab")
 MODES = ("fit", "test", "predict")
 # model fields a fine-tuning run keeps from its own config when the size comes from pretrained=
 RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
+# model keys that are not BertConfig fields: the preset's published checkpoint (fine-tuning's pretrained=)
+PRESET_ONLY = ("hub_name",)
 
 
 class ConfigError(ValueError):
@@ -146,14 +151,30 @@ class RunPlan:
         return resolved | {"model": dict(self.model), "tokenizer": self.tokenizer}  # type: ignore[operator]
 
 
+def read_pretrained_config(name: str) -> BertConfig:
+    """The encoder config of pretrained=; a checkpoint that cannot be had is one line with the run's fixes."""
+    try:
+        return read_model_config(name)
+    except MissingCheckpointError as err:
+        online = " or go online to download it," if err.online else ""
+        fix = (
+            f"pass pretrained=<local folder with config.json and weights>{online} "
+            "or pretrained=null to fine-tune from random initialisation (no pre-training)"
+        )
+        raise MissingCheckpointError(f"pretrained={name}", err.reason, err.where, err.online, fix) from err
+
+
 def model_config(cfg: DictConfig) -> dict[str, Any]:
-    """cfg.model; with pretrained= the size is the checkpoint's (an explicit model= must agree), and the
-    run keeps its own dropout and `unpad`."""
+    """cfg.model without the preset's `hub_name`; with pretrained= the size is the checkpoint's (an explicit
+    model= or model.<size>= must agree), and the run keeps its own dropout and `unpad`."""
     configured: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
+    for key in PRESET_ONLY:
+        configured.pop(key, None)
     if not cfg.get("pretrained"):
         return configured
-    found = read_model_config(cfg.pretrained)
-    if any(override_key(o) == "model" for o in task_overrides()):
+    found = read_pretrained_config(cfg.pretrained)
+    sized = ("model", *(f"model.{f}" for f in SIZE_FIELDS))
+    if any(override_key(o) in sized for o in task_overrides()):
         check_size(found, BertConfig.from_dict(configured), f"pretrained={cfg.pretrained}")
     values = found.to_dict() | {k: configured[k] for k in RUN_FIELDS if k in configured}
     for key in ("model_type", "position_embedding_type"):
@@ -173,9 +194,52 @@ def plan_run(cfg: DictConfig) -> RunPlan:
     return RunPlan(model=model_config(cfg), tokenizer=tokenizer_source(cfg))
 
 
+def job_type(cfg: DictConfig) -> str:
+    """The W&B job type: pretrain or finetune for mode=fit, else the mode (test, predict)."""
+    if cfg.mode != "fit":
+        return str(cfg.mode)
+    return "pretrain" if cfg.task.name == "pretrain" else "finetune"
+
+
+def build_logger(cfg: DictConfig, logger: DictConfig) -> Any:
+    """A logger from its config; a `job_type: null` (W&B) becomes this run's `job_type(cfg)`."""
+    if "job_type" in logger and logger.job_type is None:
+        return instantiate(logger, job_type=job_type(cfg))
+    return instantiate(logger)
+
+
+def flat_config(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one level of dotted keys (`task.module.optimizer.lr`); lists and `{}` stay values."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out |= flat_config(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def log_config(trainer: L.Trainer, cfg: DictConfig, plan: RunPlan) -> None:
+    """Every logger (W&B config, the CSV logger's hparams.yaml) gets the whole resolved config, flattened,
+    with the encoder and tokenizer the run actually uses (`plan`) over the configured ones."""
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    values = flat_config(resolved) | flat_config({"model": plan.model, "tokenizer": plan.tokenizer})
+    for logger in trainer.loggers:
+        logger.log_hyperparams(values)
+
+
+def log_summary(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """The final metrics (metrics.json) into the W&B run summary."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and metrics:
+            logger.experiment.summary.update(metrics)
+
+
 def build_trainer(cfg: DictConfig) -> L.Trainer:
     """Trainer from cfg.trainer (hardware presets write there), loggers and callbacks."""
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
+    loggers = [build_logger(cfg, c) for c in (cfg.get("logger") or {}).values() if c and "_target_" in c]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     if not loggers:  # LearningRateMonitor refuses a Trainer without a logger; metrics.json still has the rest
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
@@ -183,14 +247,18 @@ def build_trainer(cfg: DictConfig) -> L.Trainer:
 
 
 def export(module: L.LightningModule, out: Path, tokenizer: Any, lowercase: bool) -> Path:
-    """Write the transformers-format folder with the run's vocabulary (vocab.txt + tokenizer.json).
+    """Write the transformers-format folder with the run's vocabulary (vocab.txt + tokenizer.json) and
+    the task's label names (config.json `id2label`, for classification and NER).
 
     Collective under FSDP: every rank gathers the shards, rank 0 writes.
     """
     state = export_state(module.model)
     if module.trainer.is_global_zero:
         vocab = save_vocab(tokenizer, out) if tokenizer is not None else None
-        write_folder(module.model, out, vocab_file=vocab, lowercase=lowercase, state=state)
+        labels = getattr(module, "label_names", None)
+        write_folder(
+            module.model, out, vocab_file=vocab, lowercase=lowercase, state=state, label_names=labels
+        )
     return out
 
 
@@ -214,13 +282,24 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode} is not one of {MODES}")
     set_environment(cfg)
-    L.seed_everything(cfg.seed, workers=True)
     out = run_dir(cfg)
     if cfg.mode != "fit":
         if not cfg.get("ckpt"):
-            raise ConfigError(f"mode={cfg.mode} needs ckpt=PATH of a fine-tuned .ckpt")
+            raise ConfigError(
+                f"mode={cfg.mode} needs ckpt= a fine-tuning run's folder or one of its .ckpt files"
+            )
+        with open_dict(cfg):  # a run folder means its best checkpoint (else last.ckpt)
+            cfg.ckpt = str(resolve_eval_checkpoint(cfg.ckpt))
         read_back_checkpoint(cfg)
-    plan = plan_run(cfg)
+    plan = plan_run(cfg)  # first: a checkpoint that cannot be had stops the run before anything is printed
+    if cfg.mode == "fit" and job_type(cfg) == "finetune" and not cfg.get("pretrained"):
+        if plan.tokenizer is None:
+            raise ConfigError(
+                "pretrained=null fine-tunes from random initialisation, which brings no vocabulary; pass "
+                "tokenizer=<vocab.txt, tokenizer.json or a checkpoint folder>"
+            )
+        log.info("no pre-training: random initialisation (pretrained=null)")
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # the seed is in the logged config
 
     datamodule = instantiate(cfg.data, tokenizer=plan.tokenizer, _convert_="all")
     datamodule.prepare_data()
@@ -231,6 +310,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     )
     module.hparams["run_config"] = plan.run_config(cfg)
     trainer = build_trainer(cfg)
+    log_config(trainer, cfg, plan)
     metrics: dict[str, float] = {}
     if cfg.mode == "fit":
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt"))
@@ -250,6 +330,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: v for k, v in metrics.items() if not k.endswith("_step")}
     if trainer.is_global_zero:
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        log_summary(trainer, metrics)
     if cfg.mode == "fit" and cfg.get("export", True):
         tokenizer = datamodule.tokenizer if isinstance(datamodule, BertDataModule) else None
         folder = export(module, out / "export", tokenizer, bool(getattr(datamodule, "lowercase", True)))

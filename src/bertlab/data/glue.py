@@ -160,7 +160,8 @@ class GLUEDataModule(BertDataModule):
         """Download the hub copy once (Lightning runs this on one process); local files need nothing."""
         if self._uses_hub() and self.hub_name is not None:
             # loading one split fetches and caches the whole config, so setup() on every rank reads the cache
-            read_hub_split(self.spec, self.spec.val_split_names[0], self.hub_name)
+            folder = None if self.data_dir is None else Path(self.data_dir) / self.spec.folder
+            read_hub_split(self.spec, self.spec.val_split_names[0], self.hub_name, expected=folder)
 
     def read(self, name: str) -> GLUESplit:
         """One split from `<data_dir>/<Folder>/`, or from the hub when that folder is absent."""

@@ -35,24 +35,78 @@ WEIGHT_FILES = (
 
 
 # -- transformers-format folders ------------------------------------------------------------------------
+class MissingCheckpointError(CheckpointError):
+    """A checkpoint that is neither a local folder nor to be had from the hub, in one line: what is missing
+    (`name`), why (`reason`), every place looked (`where`, full paths) and the fix. `online` says whether
+    going online would help, so a caller (run.py) can restate the fixes in its own terms."""
+
+    def __init__(self, name: str, reason: str, where: str, online: bool, fix: str | None = None) -> None:
+        if fix is None:
+            fix = "pass a local transformers folder (config.json + weights)" + (
+                ", or go online to download it" if online else ""
+            )
+        super().__init__(f"{name}: checkpoint not found ({reason}); looked for {where}; {fix}")
+        self.name, self.reason, self.where, self.online = name, reason, where, online
+
+
+def _hub_failure(err: Exception, name: str) -> tuple[str, bool]:
+    """(why the hub could not provide `name`, whether going online would help)."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    if isinstance(err, RepositoryNotFoundError):
+        return f"the hub has no model {name!r}", False
+    if constants.HF_HUB_OFFLINE:
+        return "offline: HF_HUB_OFFLINE=1", True
+    text = " ".join(str(err).split())
+    if "connect" in text.lower() or "internet" in text.lower():
+        return "the hub is unreachable", True
+    return f"{type(err).__name__}: {text[:160]}", True
+
+
+def download(name: str) -> Path:
+    """The hub model `name` in the local cache (downloaded when online): configs, vocabulary and one weights
+    format (safetensors when the repo has them, else pytorch_model.bin), never TF or Flax weights."""
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    patterns = ["*.json", "vocab.txt", "*.safetensors", "*.bin"]
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.ERROR)  # no retry warnings: a failure is one CheckpointError line
+    try:
+        try:
+            if any(f.endswith(".safetensors") for f in list_repo_files(name)):
+                patterns.remove("*.bin")
+        except Exception:  # offline or unreachable: the cache may still hold it (snapshot_download looks)
+            pass
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    finally:
+        hub_log.setLevel(level)
+
+
 def resolve_folder(path: str | Path) -> Path:
-    """A local folder as is; otherwise a hub name downloaded to the local cache (needs internet)."""
+    """A local folder as is; otherwise a hub name from the local cache, downloaded when online.
+
+    Raises `MissingCheckpointError` naming the full paths looked at.
+    """
     local = Path(path).expanduser()
     if local.is_dir():
         return local
     if local.exists() or str(path).startswith((".", "/", "~")):
-        raise CheckpointError(f"{path}: not a checkpoint folder; pass a folder with config.json and weights")
+        what = "a file" if local.exists() else "does not exist"
+        raise MissingCheckpointError(
+            str(path), "not a checkpoint folder", f"the folder {local.resolve()} ({what})", online=False,
+            fix="pass a folder with config.json and weights",
+        )  # fmt: skip
     try:
-        from huggingface_hub import snapshot_download
-
-        return Path(
-            snapshot_download(str(path), allow_patterns=["*.json", "*.safetensors", "*.bin", "vocab.txt"])
-        )
+        return download(str(path))
     except Exception as err:
-        raise CheckpointError(
-            f"{path}: no such local folder and the hub could not provide it ({type(err).__name__}); "
-            "pass a local transformers-format folder (config.json + model.safetensors)"
-        ) from err
+        from huggingface_hub import constants
+
+        reason, online = _hub_failure(err, str(path))
+        cache = Path(constants.HF_HUB_CACHE) / f"models--{str(path).replace('/', '--')}"
+        where = f"the local folder {local.resolve()} and the hub cache {cache}"
+        raise MissingCheckpointError(str(path), reason, where, online) from err
 
 
 def read_folder_config(folder: Path) -> BertConfig:
@@ -123,7 +177,7 @@ def checkpoint_vocabulary(path: str | Path) -> str | None:
     names the one its run used (`run_config.tokenizer`: a vocab.txt, a folder), or None."""
     if Path(path).is_file():
         return read_run_config(path).get("tokenizer")
-    return str(path)
+    return str(resolve_folder(path))  # a hub name: its cached snapshot, which holds vocab.txt
 
 
 def read_model_config(path: str | Path) -> BertConfig:
@@ -185,8 +239,10 @@ def model_from_checkpoint(
 __all__ = [
     "SIZE_FIELDS",
     "CheckpointError",
+    "MissingCheckpointError",
     "check_size",
     "checkpoint_vocabulary",
+    "download",
     "load_checkpoint",
     "model_from_checkpoint",
     "read_checkpoint",

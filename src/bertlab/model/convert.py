@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -137,10 +138,13 @@ def write_folder(
     vocab_file: str | Path | None = None,
     lowercase: bool = True,
     state: dict[str, Tensor] | None = None,
+    label_names: Sequence[str] | None = None,
 ) -> Path:
     """Write config.json + model.safetensors (+ vocab.txt, tokenizer_config.json) for transformers.
 
     `state` is `export_state(model)` when the caller already gathered it (sharded training).
+    `label_names` (model-id order) become config.json's `id2label` / `label2id` for a model with
+    `num_labels` outputs; without them (or for a regression's one output) the names are `LABEL_i`.
     """
     from safetensors.torch import save_file
 
@@ -150,9 +154,12 @@ def write_folder(
     values = config.to_dict() | {"architectures": [type(model).__name__], "tie_word_embeddings": True}
     if hasattr(model, "num_labels"):
         n = int(model.num_labels)  # type: ignore[arg-type]
+        names = list(label_names or [])
+        if len(names) != n or len(set(names)) != n:
+            names = [f"LABEL_{i}" for i in range(n)]
         values |= {
-            "id2label": {str(i): f"LABEL_{i}" for i in range(n)},
-            "label2id": {f"LABEL_{i}": i for i in range(n)},
+            "id2label": {str(i): name for i, name in enumerate(names)},
+            "label2id": {name: i for i, name in enumerate(names)},
         }
     (out / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     weights = state if state is not None else export_state(model)

@@ -9,6 +9,12 @@ the epoch end gathers them from every rank, picks the answers over the split's w
 for v2) into `trainer.default_root_dir`. Predict (mode=predict) does the same without scoring, for a file
 whose answers are unknown.
 
+SQuAD v2's null-score threshold: each validation also finds the threshold that would have scored best
+on dev (`val/best_f1_thresh`). The module keeps the latest one and stores it in every checkpoint it
+saves, so `best.ckpt` carries the threshold of its own validation. Test and predict apply it, unless
+`null_score_diff_threshold` is set (on the command line: `task.module.null_score_diff_threshold=X`).
+Validation itself answers at the set threshold, or 0.0: tuning on the set it scores would flatter it.
+
 DDP: each rank collects its own rows; `gather_objects` hands every rank all of them, and every rank
 scores the same rows (a repeat from the distributed sampler's padding is harmless: post-processing keys
 rows by `feature_index`), so the logged values agree without a broadcast. Only rank 0 writes files.
@@ -35,6 +41,9 @@ log = logging.getLogger(__name__)
 # fills the columns a shorter batch lacks when rows of different widths are stacked; postprocess reads
 # only a feature's own positions, so the value never competes, but it must not look like a good logit
 PAD_LOGIT = -1.0e4
+
+# the checkpoint entry holding SQuAD v2's dev-tuned null-score threshold (a float: weights_only loads it)
+THRESHOLD_KEY = "squad_v2_null_score_diff_threshold"
 
 # one eval batch, on the CPU: feature_index (B,), start logits (B, T), end logits (B, T)
 Rows = tuple[Tensor, Tensor, Tensor]
@@ -65,7 +74,7 @@ class QuestionAnsweringTask(BertTask):
         version: int = 1,
         n_best_size: int = 20,
         max_answer_length: int = 30,
-        null_score_diff_threshold: float = 0.0,
+        null_score_diff_threshold: float | None = None,
         **shared: Any,
     ) -> None:
         super().__init__(model_config, **shared)
@@ -73,9 +82,28 @@ class QuestionAnsweringTask(BertTask):
             raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
         self.version = version
         self.n_best_size, self.max_answer_length = n_best_size, max_answer_length
+        # v2: answer "" when null score - best span score > the threshold; None = the dev-tuned one
         self.null_score_diff_threshold = null_score_diff_threshold
+        self.tuned_threshold: float | None = None  # best_f1_thresh of the latest validation (or checkpoint)
         self.model = self.build_model(BertForQuestionAnswering)
         self.collected: list[Rows] = []
+
+    def threshold(self, stage: str) -> float:
+        """The null-score threshold `stage` answers at: the one set, else (test, predict) the dev-tuned one,
+        else 0.0."""
+        if self.null_score_diff_threshold is not None:
+            return float(self.null_score_diff_threshold)
+        if stage != "val" and self.tuned_threshold is not None:
+            return self.tuned_threshold
+        return 0.0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.tuned_threshold is not None:
+            checkpoint[THRESHOLD_KEY] = self.tuned_threshold
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if THRESHOLD_KEY in checkpoint:
+            self.tuned_threshold = float(checkpoint[THRESHOLD_KEY])
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Start and end logits, each `(B, T)`."""
@@ -120,6 +148,9 @@ class QuestionAnsweringTask(BertTask):
             return
         (name,) = self.datamodule.split_names(stage)  # one SQuAD split per stage
         split = self.datamodule.split(name)
+        threshold = self.threshold(stage)
+        if self.version == 2 and stage != "val":
+            log.info('%s: answering "" where null score - best span score > %g', stage, threshold)
         predictions, null_odds = postprocess_predictions(
             split.examples,
             split.features,
@@ -129,7 +160,7 @@ class QuestionAnsweringTask(BertTask):
             version_2=self.version == 2,
             n_best_size=self.n_best_size,
             max_answer_length=self.max_answer_length,
-            null_score_diff_threshold=self.null_score_diff_threshold,
+            null_score_diff_threshold=threshold,
         )
         if stage != "predict":  # predict has no answers to score against (and Lightning forbids logging)
             references = gold_answers(split.examples)
@@ -137,6 +168,10 @@ class QuestionAnsweringTask(BertTask):
                 scores = squad_v1_scores(references, predictions)
             else:
                 scores = squad_v2_scores(references, predictions, null_odds)
+                if stage == "val":
+                    self.tuned_threshold = float(scores["best_f1_thresh"])
+                else:
+                    scores["null_score_diff_threshold"] = threshold
             # identical on every rank (same rows, same code), so the all-reduced mean is the value itself
             self.log_dict({f"{stage}/{k}": float(v) for k, v in scores.items()}, sync_dist=True)
         if self.trainer.is_global_zero:
@@ -151,4 +186,4 @@ class QuestionAnsweringTask(BertTask):
         log.info("wrote %s (%d questions)", ", ".join(map(str, written)), len(predictions))
 
 
-__all__ = ["PAD_LOGIT", "QuestionAnsweringTask", "pad_cat", "span_loss"]
+__all__ = ["PAD_LOGIT", "THRESHOLD_KEY", "QuestionAnsweringTask", "pad_cat", "span_loss"]
