@@ -91,9 +91,7 @@ def read_back_checkpoint(cfg: DictConfig) -> None:
 
     The one place the composed config is edited: the checkpoint's run is what gets evaluated.
     """
-    path = Path(cfg.ckpt)
-    if not path.is_file():
-        raise ConfigError(f"{path}: checkpoint not found; pass ckpt= the .ckpt of a fine-tuning run")
+    path = Path(cfg.ckpt)  # an existing file: resolve_eval_checkpoint said where it looked otherwise
     stored = read_run_config(path)
     if not stored:
         raise ConfigError(f"{path}: has no run_config; it was not written by bertlab's train.py")
