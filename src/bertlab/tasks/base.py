@@ -23,7 +23,8 @@ from torch.optim import Optimizer
 from bertlab.data.base import BertDataModule
 from bertlab.model.checkpoint import load_checkpoint
 from bertlab.model.config import BertConfig
-from bertlab.tasks.schedule import warmup_linear
+from bertlab.tasks.continuation import continue_training
+from bertlab.tasks.schedule import ScheduleError, warmup_linear
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -51,12 +52,15 @@ class BertTask(L.LightningModule):
         pretrained: str | None = None,
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
+        continue_from: str | None = None,
     ) -> None:
         super().__init__()
         # plain containers only: checkpoints must load under torch's weights_only default
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
         self.model_config = BertConfig.from_dict(dict(model_config))
         self.pretrained = pretrained
+        # a .ckpt whose optimizer, schedule and step count fit continues (tasks/continuation.py)
+        self.continue_from = continue_from
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.01)
         self.scheduler_factory = scheduler or partial(warmup_linear, warmup_ratio=0.1)
 
@@ -76,10 +80,25 @@ class BertTask(L.LightningModule):
         return [{"params": decay}, {"params": plain, "weight_decay": 0.0}]
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(self.parameter_groups())
+        """The optimizer over `parameter_groups`, stepped by the schedule per optimizer step; the schedule's
+        length is this run's unless `scheduler.total_steps` says otherwise (tasks/schedule.py)."""
+        try:
+            optimizer = self.optimizer_factory(self.parameter_groups())
+        except ValueError as err:  # torch's "Invalid learning rate: -1" names no config key
+            raise ScheduleError(
+                f"task.module.optimizer: {err}; set task.module.optimizer.lr (and betas, eps, "
+                "weight_decay) to valid values"
+            ) from None
         total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        """With `continue_from`: carry that run's optimizer state, schedule and step count on (the optimizers
+        exist by now; the first batch is still to come). Not when resuming this run's own checkpoint (ckpt=),
+        whose restore brings all of that back itself."""
+        if self.continue_from and not self.trainer.ckpt_path:
+            continue_training(self.trainer, self, self.continue_from)
 
     def configure_gradient_clipping(
         self,
