@@ -24,8 +24,10 @@ from tokenizers import Tokenizer
 from torch.utils.data import Sampler
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows
+from bertlab.data.errors import DataConfigError
 from bertlab.data.glue_files import GLUESplit, find_diagnostic, read_glue_split, read_hub_split
 from bertlab.data.glue_tasks import AX, get_task
+from bertlab.data.progress import chunks
 from bertlab.data.sampler import LengthGroupedSampler
 from bertlab.data.tokenizer import plain_tokenizer, special_ids
 
@@ -46,26 +48,35 @@ def truncate_pair_lengths(len_a: int, len_b: int, budget: int) -> tuple[int, int
 
 
 def encode_pairs(
-    tok: Tokenizer, text_a: Sequence[str], text_b: Sequence[str] | None, max_seq_length: int
+    tok: Tokenizer,
+    text_a: Sequence[str],
+    text_b: Sequence[str] | None,
+    max_seq_length: int,
+    desc: str | None = None,
 ) -> tuple[list[list[int]], list[int]]:
     """Ids of `[CLS] a [SEP]` or `[CLS] a [SEP] b [SEP]` truncated as BERT does, and each A-part length.
 
-    The A-part length (`[CLS] a [SEP]`) is where token type 1 starts.
+    The A-part length (`[CLS] a [SEP]`) is where token type 1 starts. `desc` names the progress shown
+    (data/progress.py); None shows none.
     """
     n_special = 2 if text_b is None else 3
     if max_seq_length < n_special + 1:
-        raise ValueError(
+        raise DataConfigError(
             f"max_seq_length={max_seq_length} leaves no room for text; use at least {n_special + 1}"
         )
     ids = special_ids(tok)
     cls, sep = ids["cls"], ids["sep"]
     plain = plain_tokenizer(tok)
-    enc_a = [e.ids for e in plain.encode_batch(list(text_a), add_special_tokens=False)]
+    enc_a: list[list[int]] = []
+    enc_b: list[list[int]] = []
+    for part in chunks(len(text_a), desc):
+        enc_a += [e.ids for e in plain.encode_batch(list(text_a[part]), add_special_tokens=False)]
+        if text_b is not None:
+            enc_b += [e.ids for e in plain.encode_batch(list(text_b[part]), add_special_tokens=False)]
     budget = max_seq_length - n_special
     if text_b is None:
         out = [[cls, *a[:budget], sep] for a in enc_a]
         return out, [len(x) for x in out]
-    enc_b = [e.ids for e in plain.encode_batch(list(text_b), add_special_tokens=False)]
     out, seg_a = [], []
     for a, b in zip(enc_a, enc_b, strict=True):
         la, lb = truncate_pair_lengths(len(a), len(b), budget)
@@ -169,7 +180,8 @@ class GLUEDataModule(BertDataModule):
 
     def encode(self, name: str, examples: GLUESplit) -> SplitData:  # type: ignore[override]
         """`[CLS] a [SEP] b [SEP]` ids truncated as BERT does; features {input_ids, n_a, idx[, label]}."""
-        ids, seg_a = encode_pairs(self.tokenizer, examples.text_a, examples.text_b, self.max_seq_length)
+        desc = f"tokenising {self.spec.folder} {name}"
+        ids, seg_a = encode_pairs(self.tokenizer, examples.text_a, examples.text_b, self.max_seq_length, desc)
         features = [
             {"input_ids": x, "n_a": n, "idx": i} for x, n, i in zip(ids, seg_a, examples.idx, strict=True)
         ]

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
 from bertlab.data.conll import LABEL_NAMES, TAG_SCHEMES, Sentence, load_hub_conll, read_conll
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataConfigError, DataError
+from bertlab.data.progress import chunks
 from bertlab.data.tokenizer import plain_tokenizer, special_ids
 
 IGNORE_INDEX = -100
@@ -60,19 +61,24 @@ def align_labels(word_ids: Sequence[int | None], word_labels: Sequence[int]) -> 
     return labels
 
 
-def word_pieces(tokenizer: Tokenizer, sentences: Sequence[Sequence[str]]) -> list[list[list[int]]]:
-    """Piece ids of every word `(S, N_s, pieces)`; a word with no piece gets an empty list."""
+def word_pieces(
+    tokenizer: Tokenizer, sentences: Sequence[Sequence[str]], desc: str | None = None
+) -> list[list[list[int]]]:
+    """Piece ids of every word `(S, N_s, pieces)`; a word with no piece gets an empty list. `desc` names the
+    progress shown (data/progress.py), counted in sentences; None shows none."""
     tok = plain_tokenizer(tokenizer)  # a tokenizer.json's own padding or truncation would corrupt word ids
-    encodings = tok.encode_batch(
-        [list(words) for words in sentences], is_pretokenized=True, add_special_tokens=False
-    )
     out = []
-    for words, enc in zip(sentences, encodings):
-        pieces: list[list[int]] = [[] for _ in words]
-        for piece, word in zip(enc.ids, enc.word_ids):
-            if word is not None:
-                pieces[word].append(piece)
-        out.append(pieces)
+    for part in chunks(len(sentences), desc, unit="sentences"):
+        batch = sentences[part]
+        encodings = tok.encode_batch(
+            [list(words) for words in batch], is_pretokenized=True, add_special_tokens=False
+        )
+        for words, enc in zip(batch, encodings, strict=True):
+            pieces: list[list[int]] = [[] for _ in words]
+            for piece, word in zip(enc.ids, enc.word_ids):
+                if word is not None:
+                    pieces[word].append(piece)
+            out.append(pieces)
     return out
 
 
@@ -111,7 +117,7 @@ def build_windows(
     """
     budget = max_seq_length - 2
     if budget < 1:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room between [CLS] and [SEP]")
+        raise DataConfigError(f"max_seq_length={max_seq_length} leaves no room between [CLS] and [SEP]")
     sentence_pieces = [[list(p[:budget]) or [unk_id] for p in sent] for sent in pieces]
     # streams: runs of sentences whose windows may borrow each other's pieces as context
     groups: list[list[int]] = []
@@ -295,10 +301,12 @@ class NERDataModule(BertDataModule):
     def __init__(self, scheme: str = "IOB2", document_context: bool = False, **shared: Any) -> None:
         """`scheme` and `document_context` are NER's own; the rest are `BertDataModule`'s arguments."""
         if scheme not in TAG_SCHEMES:
-            raise ValueError(f"unknown NER scheme {scheme!r}; use one of {TAG_SCHEMES}")
+            raise DataConfigError(f"unknown NER scheme {scheme!r}; use one of {TAG_SCHEMES}")
         super().__init__(**shared)
         if self.max_seq_length < 3:
-            raise ValueError(f"max_seq_length={self.max_seq_length} leaves no room between [CLS] and [SEP]")
+            raise DataConfigError(
+                f"max_seq_length={self.max_seq_length} leaves no room between [CLS] and [SEP]"
+            )
         self.scheme = scheme
         self.document_context = document_context
         self.label_to_id = {name: i for i, name in enumerate(LABEL_NAMES)}
@@ -324,15 +332,15 @@ class NERDataModule(BertDataModule):
 
     def encode(self, name: str, examples: Sequence[Sentence]) -> SplitData:
         """Tokenise sentences and cut them into windows; items group each sentence's windows."""
-        windows = self.make_windows(examples)
+        windows = self.make_windows(examples, desc=f"tokenising CoNLL-2003 {name}")
         source = str(self.files.get(name) or self.hub_name or "")
         return SplitData(name, list(examples), windows, source=source, items=group_windows(windows))
 
-    def make_windows(self, sentences: Sequence[Sentence]) -> list[Window]:
+    def make_windows(self, sentences: Sequence[Sentence], desc: str | None = None) -> list[Window]:
         """Tokenise sentences and cut them into windows with this module's settings."""
         ids = special_ids(self.tokenizer)
         return build_windows(
-            word_pieces(self.tokenizer, [s.words for s in sentences]),
+            word_pieces(self.tokenizer, [s.words for s in sentences], desc),
             [[self.label_to_id[t] for t in s.tags] for s in sentences],
             [s.doc for s in sentences],
             cls_id=ids["cls"],

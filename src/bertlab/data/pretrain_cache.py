@@ -34,6 +34,7 @@ from bertlab.data.corpus import CorpusSource, no_usable_documents, usable_docume
 from bertlab.data.errors import DataError
 from bertlab.data.masking import MaskingCollator, pad_sequences
 from bertlab.data.nsp import create_instances
+from bertlab.data.progress import datasets_step
 from bertlab.data.tokenizer import load_tokenizer, special_ids, train_wordpiece
 
 log = logging.getLogger(__name__)
@@ -255,22 +256,24 @@ def read_documents(
     # max_docs needs one ordered reader; otherwise each process reads whole files
     parallel = source.kind == "files" and max_docs is None and len(source.files) > 1
     try:
-        docs = datasets.Dataset.from_generator(
-            _generate_documents,
-            features=features,
-            cache_dir=str(cache_dir / "datasets"),
-            gen_kwargs={
-                "files": source.files if source.kind == "files" else None,
-                "kind": source.kind,
-                "label": source.label,
-                "text_field": text_field,
-                "split": split,
-                "cache_dir": str(cache_dir / "hub"),
-                "max_docs": max_docs,
-                "stamp": key,
-            },
-            num_proc=num_proc if parallel else None,
-        )
+        with datasets_step(f"reading {label}") as step:
+            docs = datasets.Dataset.from_generator(
+                _generate_documents,
+                features=features,
+                cache_dir=str(cache_dir / "datasets"),
+                gen_kwargs={
+                    "files": source.files if source.kind == "files" else None,
+                    "kind": source.kind,
+                    "label": source.label,
+                    "text_field": text_field,
+                    "split": split,
+                    "cache_dir": str(cache_dir / "hub"),
+                    "max_docs": max_docs,
+                    "stamp": key,
+                },
+                num_proc=num_proc if parallel else None,
+            )
+            step.update(len(docs))
     except Exception as err:
         data_error = _unwrap_data_error(err)
         if data_error is not None:
@@ -316,17 +319,18 @@ def build_instances(
 
     ids = special_ids(tokenizer)
     # one process: encode_batch already runs on every core (Rust threads); measured faster than num_proc=2
-    tokenized = docs.map(
-        _tokenize_batch,
-        batched=True,
-        batch_size=1000,
-        fn_kwargs={"tokenizer": tokenizer},
-        remove_columns=docs.column_names,
-        desc=f"Tokenising {desc} documents",
-        features=datasets.Features(
-            {"segments": datasets.Sequence(datasets.Sequence(datasets.Value("int32")))}
-        ),
-    )
+    with datasets_step(f"tokenising {desc} documents", len(docs)):
+        tokenized = docs.map(
+            _tokenize_batch,
+            batched=True,
+            batch_size=1000,
+            fn_kwargs={"tokenizer": tokenizer},
+            remove_columns=docs.column_names,
+            desc=f"Tokenising {desc} documents",
+            features=datasets.Features(
+                {"segments": datasets.Sequence(datasets.Sequence(datasets.Value("int32")))}
+            ),
+        )
     features = {
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "token_type_ids": datasets.Sequence(datasets.Value("int8")),
@@ -334,26 +338,27 @@ def build_instances(
     }
     if masking is not None:
         features["mlm_labels"] = datasets.Sequence(datasets.Value("int32"))
-    return tokenized.map(
-        _instances_batch,
-        batched=True,
-        batch_size=shard_docs,
-        with_indices=True,
-        num_proc=num_proc if num_proc > 1 and len(docs) >= 2 * shard_docs else None,
-        remove_columns=tokenized.column_names,
-        features=datasets.Features(features),
-        desc=f"Building {desc} instances",
-        fn_kwargs={
-            "cls_id": ids["cls"],
-            "sep_id": ids["sep"],
-            "max_seq_length": max_seq_length,
-            "short_seq_prob": short_seq_prob,
-            "nsp_prob": nsp_prob,
-            "dupe_factor": dupe_factor,
-            "seed": seed,
-            "masking": masking,
-        },
-    )
+    with datasets_step(f"building {desc} instances", len(docs)):
+        return tokenized.map(
+            _instances_batch,
+            batched=True,
+            batch_size=shard_docs,
+            with_indices=True,
+            num_proc=num_proc if num_proc > 1 and len(docs) >= 2 * shard_docs else None,
+            remove_columns=tokenized.column_names,
+            features=datasets.Features(features),
+            desc=f"Building {desc} instances",
+            fn_kwargs={
+                "cls_id": ids["cls"],
+                "sep_id": ids["sep"],
+                "max_seq_length": max_seq_length,
+                "short_seq_prob": short_seq_prob,
+                "nsp_prob": nsp_prob,
+                "dupe_factor": dupe_factor,
+                "seed": seed,
+                "masking": masking,
+            },
+        )
 
 
 __all__ = [

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 import torch
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
+from bertlab.data.errors import DataConfigError
 from bertlab.data.squad_reader import ReadStats, SquadExample, load_squad_hub, parse_articles, read_squad_file
 from bertlab.data.squad_windows import SquadFeature, make_features
 
@@ -65,10 +66,10 @@ class SquadDataModule(BertDataModule):
     ) -> None:
         """SQuAD's own arguments; the rest (files, hub_name, tokenizer, sizes, caps) are `BertDataModule`'s."""
         if version not in (1, 2):
-            raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
+            raise DataConfigError(f"SQuAD version must be 1 or 2, got {version!r}")
         super().__init__(**(self.DEFAULTS | shared))
         if max_query_length + 3 >= self.max_seq_length:
-            raise ValueError(
+            raise DataConfigError(
                 f"max_query_length {max_query_length} + 3 special tokens must be < max_seq_length "
                 f"{self.max_seq_length}"
             )
@@ -110,6 +111,7 @@ class SquadDataModule(BertDataModule):
             doc_stride=self.doc_stride,
             max_query_length=self.max_query_length,
             training=train,
+            desc=f"tokenising SQuAD {'v1.1' if self.version == 1 else 'v2.0'} {name}",
         )
         source = str(self.files.get(name) or self.hub_name)
         return SplitData(name, examples, features, source, items=WindowItems(features, labelled=train))

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from tokenizers import Tokenizer
 
+from bertlab.data.errors import DataConfigError
+from bertlab.data.progress import chunks
 from bertlab.data.squad_reader import SquadExample
 from bertlab.data.tokenizer import plain_tokenizer, special_ids
 
@@ -82,7 +84,7 @@ class SquadFeature:
 def plan_windows(num_tokens: int, max_tokens: int, doc_stride: int) -> list[tuple[int, int]]:
     """(start, length) of each context window: `max_tokens` long, starts `doc_stride` apart, last one ends the doc."""
     if max_tokens < 1 or doc_stride < 1:
-        raise ValueError(f"window of {max_tokens} tokens with stride {doc_stride}: both must be >= 1")
+        raise DataConfigError(f"window of {max_tokens} tokens with stride {doc_stride}: both must be >= 1")
     windows: list[tuple[int, int]] = []
     start = 0
     while start < num_tokens:
@@ -179,33 +181,40 @@ def make_features(
     doc_stride: int = 128,
     max_query_length: int = 64,
     training: bool = False,
+    desc: str | None = None,
 ) -> list[SquadFeature]:
     """Windows of every example, labelled with the first gold answer (or [CLS] when there is none).
 
     With `training=True` an answerable example whose answer covers no token (e.g. only characters the
-    normaliser drops) is skipped with a counted warning rather than taught as unanswerable.
+    normaliser drops) is skipped with a counted warning rather than taught as unanswerable. `desc` names
+    the progress shown (data/progress.py), counted in questions; None shows none.
     """
     tok = plain_tokenizer(tokenizer)
     ids = special_ids(tok)
-    contexts = list(dict.fromkeys(ex.context for ex in examples))  # each paragraph tokenised once
-    tokenized = dict(zip(contexts, _tokenize(tok, contexts)))
-    questions = _tokenize(tok, [ex.question for ex in examples])
+    tokenized: dict[str, TokenizedText] = {}  # each paragraph tokenised once
     features: list[SquadFeature] = []
     unlabelled = 0
-    for i, (ex, q) in enumerate(zip(examples, questions)):
-        ctx = tokenized[ex.context]
-        span = None
-        if ex.answers:
-            char_start = ex.answer_starts[0]
-            span = answer_token_span(ctx.offsets, char_start, char_start + len(ex.answers[0]))
-            if span is None:
-                unlabelled += 1
-                if training:
-                    continue
-        prefix = (ids["cls"], *q.ids[:max_query_length], ids["sep"])
-        features.extend(
-            build_features(i, ex.qid, prefix, ctx, span, max_seq_length=max_seq_length, doc_stride=doc_stride)
-        )
+    for part in chunks(len(examples), desc, unit="questions"):  # a few thousand questions at a time
+        batch = examples[part]
+        contexts = [c for c in dict.fromkeys(ex.context for ex in batch) if c not in tokenized]
+        tokenized.update(zip(contexts, _tokenize(tok, contexts)))
+        questions = _tokenize(tok, [ex.question for ex in batch])
+        for i, ex, q in zip(range(part.start, part.stop), batch, questions, strict=True):
+            ctx = tokenized[ex.context]
+            span = None
+            if ex.answers:
+                char_start = ex.answer_starts[0]
+                span = answer_token_span(ctx.offsets, char_start, char_start + len(ex.answers[0]))
+                if span is None:
+                    unlabelled += 1
+                    if training:
+                        continue
+            prefix = (ids["cls"], *q.ids[:max_query_length], ids["sep"])
+            features.extend(
+                build_features(
+                    i, ex.qid, prefix, ctx, span, max_seq_length=max_seq_length, doc_stride=doc_stride
+                )
+            )
     if unlabelled:
         action = "skipped for training" if training else "kept for evaluation"
         warnings.warn(f"{unlabelled} answers cover no token of their context; {action}", stacklevel=2)
