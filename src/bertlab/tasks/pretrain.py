@@ -1,7 +1,15 @@
-"""Pre-training: masked language modelling + next sentence prediction (loss = MLM + NSP)."""
+"""Pre-training: masked language modelling + next sentence prediction (loss = MLM + NSP).
+
+`mode=test` scores a checkpoint as it is (`pretrained=` a transformers folder or bertlab .ckpt, or `ckpt=`):
+`test/mlm_acc`, `test/perplexity`, `test/nsp_acc` and the losses on held-out documents. A checkpoint
+without the MLM head (an encoder-only BertModel, e.g. a sentence-embedding model) is refused in one line
+rather than scored with a random head; one with the MLM head but no NSP head (BertForMaskedLM) is scored
+on MLM only, NSP skipped (no `test/nsp_*` or `test/loss`), with a warning.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -9,8 +17,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from bertlab.model.checkpoint import CheckpointError, load_checkpoint
 from bertlab.model.heads import BertForPreTraining
 from bertlab.tasks.base import BertTask
+
+log = logging.getLogger(__name__)
+MLM_HEAD = ("cls.predictions.",)
+NSP_HEAD = ("cls.seq_relationship.", "bert.pooler.")  # the NSP classifier reads the pooled [CLS]
+
+
+def pretraining_model(task: BertTask) -> tuple[BertForPreTraining, list[str]]:
+    """`BertForPreTraining` with `task.pretrained` loaded (heads it lacks start fresh), and those fresh keys."""
+    model = BertForPreTraining(task.model_config)
+    fresh = load_checkpoint(model, task.pretrained, new_heads=True) if task.pretrained else []
+    return model, fresh
+
+
+def check_mlm_head(pretrained: str | None, fresh: list[str], use: str) -> None:
+    """Raise a one-line CheckpointError when `pretrained` had no MLM head (`use` says what needed it)."""
+    missing = [k for k in fresh if k.startswith(MLM_HEAD)]
+    if missing:
+        raise CheckpointError(
+            f"pretrained={pretrained} has no masked-LM head (missing {', '.join(missing)}): it is an "
+            f"encoder-only checkpoint, and {use} with a random head would be meaningless; pass a checkpoint "
+            "saved with its pre-training heads (a bertlab pre-training .ckpt or export folder, or a "
+            "transformers BertForPreTraining / BertForMaskedLM folder such as bert-base-uncased)"
+        )
 
 
 class PreTrainingTask(BertTask):
@@ -22,9 +54,23 @@ class PreTrainingTask(BertTask):
         **shared: Any,
     ) -> None:
         super().__init__(model_config, **shared)
-        self.model = self.build_model(BertForPreTraining)
+        self.model, self.fresh = pretraining_model(self)
+        self.score_nsp = True  # False: the evaluated checkpoint has no NSP head (check_heads)
         # token-weighted mean MLM loss per evaluation stage, for that stage's perplexity
         self.eval_mlm_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
+
+    def check_heads(self) -> None:
+        """Before mode=test scores `pretrained` as it is: no MLM head is an error, no NSP head skips NSP."""
+        check_mlm_head(self.pretrained, self.fresh, "held-out MLM accuracy and perplexity")
+        missing = [k for k in self.fresh if k.startswith(NSP_HEAD)]
+        if missing:
+            self.score_nsp = False
+            log.warning(
+                "pretrained=%s has no next-sentence head (missing %s): NSP skipped, MLM only "
+                "(no test/nsp_acc, test/nsp_loss or test/loss)",
+                self.pretrained,
+                ", ".join(missing),
+            )
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Losses and accuracies of one batch; the vocabulary projection runs on masked positions only."""
@@ -63,9 +109,9 @@ class PreTrainingTask(BertTask):
         out = self.step(batch)
         size, masked = batch["input_ids"].shape[0], int(out["num_masked"])
         self.eval_mlm_loss[stage].update(out["mlm_loss"], weight=masked)
-        self.log_metrics(
-            stage, {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}, size
-        )
+        if self.score_nsp:
+            nsp = {"loss": out["loss"], "nsp_loss": out["nsp_loss"], "nsp_acc": out["nsp_acc"]}
+            self.log_metrics(stage, nsp, size)
         self.log_metrics(
             stage, {"mlm_loss": out["mlm_loss"], "mlm_acc": out["mlm_acc"]}, masked, prog_bar=True
         )
