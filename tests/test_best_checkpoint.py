@@ -131,13 +131,16 @@ def write_keyword_sst2(root: Path, n_train: int = 128, n_dev: int = 48, n_test: 
 
 
 class FlipLabelsInLastEpoch(Callback):
-    """Trains the final epoch on inverted labels: a bad last epoch, after the model has learned the task."""
+    """Trains the final epoch on inverted labels at the peak lr (not the decayed one): a bad last epoch,
+    after the model has learned the task, whatever order the batches came in."""
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, i: int
     ) -> None:
         if trainer.current_epoch == trainer.max_epochs - 1:
             batch["labels"].copy_(1 - batch["labels"])
+            for group in trainer.optimizers[0].param_groups:
+                group["lr"] = group["initial_lr"]
 
 
 def val_rows(run: Path) -> list[dict[str, float]]:
@@ -164,12 +167,15 @@ def keyword_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def spoiled_run(
     keyword_data: Path, minilm_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, list[dict[str, float]]]:
-    """A 3-epoch fit whose last epoch (inverted labels) scores below its best: run folder, validations."""
+    """A 3-epoch fit whose last epoch (inverted labels) scores below its best: run folder, validations.
+    With test_after_fit (GLUE's test stage scores the dev set)."""
     run = tmp_path_factory.mktemp("spoiled") / "fit"
     flip = f"+callbacks.flip_labels._target_={__name__}.FlipLabelsInLastEpoch"
-    epochs = fit(run, keyword_data, minilm_dir / "vocab.txt", "trainer.max_epochs=3", flip)
+    epochs = fit(
+        run, keyword_data, minilm_dir / "vocab.txt", "trainer.max_epochs=3", flip, "test_after_fit=true"
+    )
     accs = [e["val/acc"] for e in epochs]
-    assert len(accs) == 3 and max(accs[:2]) == 1.0 and accs[2] < 0.5, accs
+    assert len(accs) == 3 and max(accs[:2]) == 1.0 and accs[2] < 0.9, accs
     return run, epochs
 
 
@@ -186,6 +192,16 @@ def test_fit_keeps_the_best_epoch_beside_the_last(spoiled_run: tuple[Path, list[
         torch.load(folder / n, map_location="cpu", weights_only=True) for n in ("best.ckpt", "last.ckpt")
     )
     assert best["epoch"] == best_epoch(epochs)["epoch"] < epochs[-1]["epoch"] < last["epoch"]
+
+
+def test_test_after_fit_scores_best_ckpt(spoiled_run: tuple[Path, list[dict[str, float]]]) -> None:
+    """test_after_fit tests best.ckpt's weights: the best epoch's dev scores, beside the last epoch's val/*."""
+    run, epochs = spoiled_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    best = best_epoch(epochs)
+    assert metrics["test/acc"] == best["val/acc"] == 1.0 > epochs[-1]["val/acc"]
+    assert metrics["test/loss"] == pytest.approx(best["val/loss"], abs=1e-5)
+    assert metrics["val/acc"] == pytest.approx(epochs[-1]["val/acc"], abs=1e-6)  # val/*: the last epoch
 
 
 def test_mode_test_scores_best_ckpt(spoiled_run: tuple[Path, list[dict[str, float]]], tmp_path: Path) -> None:
@@ -229,7 +245,7 @@ def test_early_stopping_stops_after_a_validation_without_gain(
                  "task.module.scheduler.warmup_ratio=null", "task.module.scheduler.warmup_steps=2",
                  "callbacks=early_stopping", "callbacks.early_stopping.patience=1")  # fmt: skip
     accs = [e["val/acc"] for e in epochs]
-    # with this seed: 0.33, 0.90, 1.0, then 1.0 again (no gain) ends training after 4 of 8 epochs
+    # the keyword task is learned within a few epochs, so a validation without gain comes well before 8
     stop = next(i for i in range(1, len(accs)) if accs[i] <= max(accs[:i]))
-    assert 3 <= len(accs) == stop + 1 < 8, accs
+    assert 2 <= len(accs) == stop + 1 < 8, accs
     assert json.loads((run / "metrics.json").read_text())["val/acc"] == pytest.approx(accs[-1], abs=1e-6)

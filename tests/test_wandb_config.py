@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from bertlab.run import flat_config, main
+from bertlab.run import main
+from bertlab.run_logging import flat_config
 from tests.fixtures_glue import write_mnli
 from tests.hydra_helpers import compose_cfg
 
@@ -62,6 +64,20 @@ def wandb_records(path: Path) -> Iterator[Any]:
             yield record
 
 
+def complete_records(file: Path, timeout: float = 60.0) -> list[Any]:
+    """The run file's records once its `exit` record is there: W&B's service may still be writing the
+    file when `finish()` returns, and a record read too early is missing, not wrong."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            records = list(wandb_records(file))
+        except Exception:  # a chunk cut off mid-write
+            records = []
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
 def read_wandb_run(run_dir: Path) -> dict[str, Any]:
     """{"run": the run record, "config": {key: value}, "summary": {key: value}} of the run's one offline run."""
     (file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
@@ -71,7 +87,7 @@ def read_wandb_run(run_dir: Path) -> dict[str, Any]:
         for item in items:
             into[item.key or ".".join(item.nested_key)] = json.loads(item.value_json)
 
-    for record in wandb_records(file):
+    for record in complete_records(file):
         kind = record.WhichOneof("record_type")
         if kind == "run":
             out["run"] = record.run

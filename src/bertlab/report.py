@@ -7,6 +7,7 @@ Usage::
     python -m bertlab.report multirun/glue                                 # every sweep below it
     python -m bertlab.report SWEEP_A SWEEP_B --json > summary.json         # machine-readable
     python -m bertlab.report multirun/glue --all                           # every setting, ranked
+    python -m bertlab.report multirun/glue/<sweep_name> --wandb            # the tables to W&B too
 
 Every folder below the given ones that holds `.hydra/config.yaml` (written by `train.py`) or
 `metrics.json` is one run. Its task, seed and hyper-parameters (learning rate, batch size, epochs) come
@@ -29,6 +30,9 @@ WNLI is left out as the paper does, and listed below the table). Scores are x100
 average is over the numbers present, MNLI counting twice (m and mm), as the paper's: BERT-base's row
 (84.6, 83.4, 71.2, 90.5, 93.5, 52.1, 85.8, 88.9, 66.4) averages to its 79.6 only that way. Note the
 paper's Table 1 reports the hidden test sets; this table is dev.
+
+With `--wandb` the tables also go to W&B as `wandb.Table`s (`bertlab.report_wandb`): one run of
+job_type `report` in the sweep's group, offline unless WANDB_MODE says otherwise (`wandb sync` uploads).
 
 Example (text output; numbers invented)::
 
@@ -277,6 +281,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep folders, or folders holding sweeps")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON instead of text")
     parser.add_argument("--all", action="store_true", help="also list every setting of each task, ranked")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the tables as wandb.Tables to a W&B run (job_type report) in the sweep's group; "
+        "offline unless WANDB_MODE=online",
+    )
+    parser.add_argument(
+        "--group", help="with --wandb: the W&B group (default: the one the sweep's runs used)"
+    )
     args = parser.parse_args(argv)
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
@@ -286,6 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(summary, indent=2, default=str))
     else:
         print(format_text(summary, all_settings=args.all))
+    if args.wandb and summary["runs"]:
+        from bertlab.report_wandb import log_report
+
+        where = log_report(summary, args.dirs, group=args.group)
+        print(f"W&B: report tables logged to {where}", file=sys.stderr)
     if not summary["finished"]:
         print(f"no finished GLUE run under {', '.join(map(str, args.dirs))}", file=sys.stderr)
         return 1
