@@ -464,7 +464,9 @@ def test_datamodule_matches_the_code_before_the_redesign(
     assert _sha(train.to_dict()) == "41c76d0ce2b4bef7" and _sha(val.to_dict()) == "b4182b95690a5896"
     torch.manual_seed(0)
     batches = [{k: v.tolist() for k, v in b.items()} for _, b in zip(range(3), dm.train_dataloader())]
-    assert _sha(batches) == "576c1a60185aefd9"
+    # the resumable loader (torchdata's sampler, seeded once from the global RNG) shuffles in another order
+    # than torch's did; in that order (576c1a60185aefd9 at 40130a9) the masks are the same as before
+    assert _sha(batches) == "a89d893891ec0fab"
     assert _sha([{k: v.tolist() for k, v in b.items()} for b in dm.val_dataloader()]) == "fcf647294f482a5d"
 
 
@@ -509,7 +511,8 @@ def test_hold_out_splits_and_a_lazy_tokenizer(tmp_path: Path) -> None:
             val_docs=val_docs, val_fraction=fraction, max_eval_examples=cap, cache_dir=tmp_path
         )
         assert dm._val_count(100) == expected
-        assert dm.split_names("val") == (["val"] if expected else []) and dm.split_names("test") == []
+        assert dm.split_names("val") == (["val"] if expected else [])
+        assert dm.split_names("test") == (["test"] if expected else []), "test = the held-out documents"
     assert dm.val_dataloader() == [], "no held-out documents: Lightning skips validation, nothing is built"
     assert not (tmp_path / "pretrain").exists()
     # nothing is read at construction: a missing vocabulary fails on first use, a trained one is not there yet

@@ -20,7 +20,8 @@ scoring), `tokenizer`, and `label_names`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,9 @@ import torch
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataConfigError, DataError
+from bertlab.data.loaders import eval_loader, train_loader
+from bertlab.data.progress import seconds
 from bertlab.data.tokenizer import load_tokenizer, plain_tokenizer, special_ids
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,7 @@ STAGE_SPLITS: dict[str | None, tuple[str, ...]] = {
     None: ("train", "val", "test"),
 }
 _PLAIN = (str, int, float, bool, type(None))
+SLOW_READ_S = 2.0  # reads slower than this are logged
 
 
 def config_kind(name: str) -> str:
@@ -116,15 +120,22 @@ class BertDataModule(L.LightningDataModule):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        sizes = {
+            "batch_size": batch_size,
+            "eval_batch_size": eval_batch_size,
+            "max_seq_length": max_seq_length,
+        }
+        for name, value in sizes.items():
             if value < 1:
-                raise ValueError(f"data.{name}={value} must be >= 1")
+                raise DataConfigError(f"data.{name}={value} must be >= 1; set a positive data.{name}")
         for name, value in (
             ("max_train_examples", max_train_examples),
             ("max_eval_examples", max_eval_examples),
         ):
             if value is not None and value < 1:
-                raise ValueError(f"data.{name}={value} must be >= 1 or null (no cap)")
+                raise DataConfigError(f"data.{name}={value} must be >= 1 or null (no cap)")
+        if num_workers < 0:
+            raise DataConfigError(f"data.num_workers={num_workers} must be >= 0 (0: the main process loads)")
         # plain values only: checkpoints load under torch's weights_only default; Lightning collects the
         # arguments of the subclass's __init__ too
         self.save_hyperparameters(logger=False)
@@ -213,7 +224,14 @@ class BertDataModule(L.LightningDataModule):
     def load(self, name: str) -> SplitData:
         """Read, cap and encode one split, once."""
         if name not in self.splits:
+            started = time.perf_counter()
             examples = self.read(name)
+            took = time.perf_counter() - started
+            if (
+                took >= SLOW_READ_S
+            ):  # a large file (or the hub): say where the time went; encode shows its own
+                label = type(self).__name__.removesuffix("DataModule")
+                log.info("reading %s %s: %d examples in %s", label, name, len(examples), seconds(took))
             cap = self.cap(name)
             if cap is not None:
                 examples = examples[:cap]
@@ -246,24 +264,22 @@ class BertDataModule(L.LightningDataModule):
 
     # -- loaders --------------------------------------------------------------------------------------
     def sampler(self, data: SplitData) -> Sampler | None:
-        """The training sampler; None = shuffle (seeded with `seed` when set, else the global seed)."""
+        """The training sampler; None = shuffle (seeded with `seed` when set, else the global seed).
+
+        A run resumed mid-epoch continues exactly with a custom sampler whose order is a function of its
+        seed and epoch (`set_epoch`, as `LengthGroupedSampler`): the loader skips the indices already
+        used. A sampler with other state must implement `state_dict` / `load_state_dict`.
+        """
         return None
 
     def make_loader(self, data: SplitData, train: bool) -> DataLoader:
-        """A loader over one split: train shuffled at `batch_size`, others in order at `eval_batch_size`."""
-        collate: Callable[[list[Any]], dict[str, torch.Tensor]] = self.collate
-        common: dict[str, Any] = {
-            "collate_fn": collate,
-            "num_workers": self.num_workers,
-            "persistent_workers": self.num_workers > 0,
-        }
+        """A loader over one split: train shuffled at `batch_size` (resumable, `train_loader`), others in
+        order at `eval_batch_size` (`eval_loader`)."""
         if not train:
-            return DataLoader(data, batch_size=self.eval_batch_size, shuffle=False, **common)
-        sampler = self.sampler(data)
-        if sampler is not None:
-            return DataLoader(data, batch_size=self.batch_size, sampler=sampler, **common)
-        generator = None if self.seed is None else torch.Generator().manual_seed(self.seed)
-        return DataLoader(data, batch_size=self.batch_size, shuffle=True, generator=generator, **common)
+            return eval_loader(data, self.eval_batch_size, self.collate, self.num_workers)
+        return train_loader(
+            data, self.batch_size, self.collate, self.num_workers, sampler=self.sampler(data), seed=self.seed
+        )
 
     def _loaders(self, stage: str) -> DataLoader | list[DataLoader]:
         loaders = [

@@ -20,24 +20,26 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from bertlab.data.errors import DataConfigError
+
 IGNORE_INDEX = -100  # positions the MLM loss skips (torch cross_entropy's default ignore_index)
 
 
 def check_probabilities(**named: float) -> None:
-    """Raise ValueError naming the first of `named` (option name -> value) outside [0, 1]."""
+    """Raise DataConfigError naming the first of `named` (option name -> value) outside [0, 1]."""
     for name, p in named.items():
         if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name}={p} must lie in [0, 1]")
+            raise DataConfigError(f"data.{name}={p} must lie in [0, 1]")
 
 
-def _check_probabilities(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:
-    """Raise ValueError for probabilities outside [0, 1] or a [MASK] + random share above 1."""
+def check_masking(mlm_probability: float, mask_token_prob: float, random_token_prob: float) -> None:
+    """Raise DataConfigError for probabilities outside [0, 1] or a [MASK] + random share above 1."""
     check_probabilities(
         mlm_probability=mlm_probability, mask_token_prob=mask_token_prob, random_token_prob=random_token_prob
     )
     if mask_token_prob + random_token_prob > 1.0 + 1e-9:
-        raise ValueError(
-            f"mask_token_prob + random_token_prob = {mask_token_prob + random_token_prob} exceeds 1"
+        raise DataConfigError(
+            f"data.mask_token_prob + data.random_token_prob = {mask_token_prob + random_token_prob} exceeds 1"
         )
 
 
@@ -73,7 +75,7 @@ def mask_tokens(
     `word_ids_from_pieces`, turns on whole-word masking. Random replacements are drawn uniformly from the
     vocabulary without `special_ids` and `mask_id`.
     """
-    _check_probabilities(mlm_probability, mask_token_prob, random_token_prob)
+    check_masking(mlm_probability, mask_token_prob, random_token_prob)
     if input_ids.shape != special_mask.shape:
         raise ValueError(
             f"input_ids {tuple(input_ids.shape)} and special_mask {tuple(special_mask.shape)} differ"
@@ -116,9 +118,11 @@ class MaskingCollator:
     """Pad pre-training instances to the longest in the batch and apply dynamic MLM masking.
 
     Each example holds `input_ids`, `token_type_ids` and `next_sentence_label`; one that also holds
-    `mlm_labels` was masked statically at preprocessing and is only padded. The generator is seeded with
-    `seed` in the main process, and in a DataLoader worker with the worker's seed (which torch derives
-    afresh each epoch from the main process RNG), so masks differ between epochs yet repeat run to run.
+    `mlm_labels` was masked statically at preprocessing and is only padded. Called as a whole, it pads
+    and masks with its own generator, seeded with `seed` in the main process, and in a DataLoader worker
+    with the worker's seed. Pre-training's training loader instead calls `pad` in the workers and
+    `mask_batch` in the main process with the DataModule's generator, whose state the checkpoint keeps:
+    a resumed run then draws the masks an uninterrupted one would (`PretrainDataModule.make_loader`).
     Returns `input_ids`, `token_type_ids`, `attention_mask`, `mlm_labels` (B, T) long and
     `next_sentence_label` (B,) long.
     """
@@ -135,7 +139,7 @@ class MaskingCollator:
         is_continuation: Tensor | None = None,
         seed: int = 0,
     ) -> None:
-        _check_probabilities(mlm_probability, mask_token_prob, random_token_prob)
+        check_masking(mlm_probability, mask_token_prob, random_token_prob)
         self.pad_id, self.mask_id, self.vocab_size = pad_id, mask_id, vocab_size
         self.special_ids = sorted({pad_id, mask_id, *special_ids})
         self.mlm_probability, self.mask_token_prob = mlm_probability, mask_token_prob
@@ -179,17 +183,29 @@ class MaskingCollator:
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
         """Collate a list of instances into the batch dict described in the class docstring."""
+        return self.mask_batch(self.pad(examples))
+
+    def pad(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
+        """The padded batch, unmasked: `mlm_labels` only when the instances carry static masks."""
         input_ids = pad_sequences([e["input_ids"] for e in examples], self.pad_id)
         lengths = torch.tensor([len(e["input_ids"]) for e in examples])
-        attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        if "mlm_labels" in examples[0]:
-            labels = pad_sequences([e["mlm_labels"] for e in examples], IGNORE_INDEX)
-        else:
-            input_ids, labels = self.mask(input_ids)
-        return {
+        batch = {
             "input_ids": input_ids,
             "token_type_ids": pad_sequences([e["token_type_ids"] for e in examples], 0),
-            "attention_mask": attention_mask,
-            "mlm_labels": labels,
+            "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),
             "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples]),
         }
+        if "mlm_labels" in examples[0]:
+            batch["mlm_labels"] = pad_sequences([e["mlm_labels"] for e in examples], IGNORE_INDEX)
+        return batch
+
+    def mask_batch(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """A padded batch from `pad` with dynamic masks drawn from `generator` (default: this collator's
+        own); a batch that carries static `mlm_labels` is returned as it is."""
+        out = dict(batch)
+        if "mlm_labels" not in out:
+            out["input_ids"], out["mlm_labels"] = self.mask(out["input_ids"], generator)
+        order = ("input_ids", "token_type_ids", "attention_mask", "mlm_labels", "next_sentence_label")
+        return {key: out[key] for key in order}

@@ -8,9 +8,13 @@ A pre-training *example* is a document. `max_train_examples` caps the usable (>=
 read, the held-out ones among them; `val_docs` (a count) or else `val_fraction` holds documents out before
 any instance is built, and `max_eval_examples` caps that hold-out.
 
-Masking is dynamic by default (in the collator, fresh every epoch, as RoBERTa); `static_masking=True`
-masks at preprocessing, `dupe_factor` times with different segmentations and masks, as the original.
+Masking is dynamic by default (fresh every epoch, as RoBERTa: the training loader masks each batch in
+the main process from a generator whose state checkpoints keep, so a resumed run masks as an uninterrupted
+one would); `static_masking=True` masks at preprocessing, `dupe_factor` times with different
+segmentations and masks, as the original.
 The validation split is always masked statically, so its loss is comparable between epochs.
+The `test` split (mode=test) is the held-out documents (val's instances) or every usable document of
+`test_file`, masked statically by these settings; `trainer.test` with a given tokenizer builds only it.
 """
 
 from __future__ import annotations
@@ -24,13 +28,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from bertlab.data.base import BertDataModule, SplitData, split_kind
 from bertlab.data.corpus import resolve_corpus
-from bertlab.data.errors import DataError
-from bertlab.data.masking import MaskingCollator, check_probabilities
+from bertlab.data.errors import DataConfigError, DataError
+from bertlab.data.loaders import eval_loader, train_loader
+from bertlab.data.masking import MaskingCollator, check_masking, check_probabilities
 from bertlab.data.pretrain_cache import (
     build_instances,
     cached_vocab,
@@ -41,7 +47,7 @@ from bertlab.data.pretrain_cache import (
     read_documents,
     train_vocab,
 )
-from bertlab.data.tokenizer import load_tokenizer
+from bertlab.data.pretrain_vocab import CorpusVocabulary
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ _NOT_IN_KEY = frozenset(
 )
 
 
-class PretrainDataModule(BertDataModule):
+class PretrainDataModule(CorpusVocabulary, BertDataModule):
     """MLM + NSP pre-training batches from a text corpus, preprocessed once into a memory-mapped Arrow cache.
 
     `prepare_data` (one process per node) reads the corpus, holds documents out for validation, trains a
@@ -99,14 +105,15 @@ class PretrainDataModule(BertDataModule):
         """Pre-training's own arguments; the rest (tokenizer, max_seq_length, batch sizes, caps, seed) are
         `BertDataModule`'s. `tokenizer=None` trains a vocabulary; `eval_batch_size=None` = `batch_size`."""
         check_probabilities(short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, val_fraction=val_fraction)
+        check_masking(mlm_probability, mask_token_prob, random_token_prob)  # before any data is read
         if dupe_factor < 1 or num_proc < 1 or shard_docs < 2:
-            raise ValueError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
+            raise DataConfigError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
         shared = self.DEFAULTS | shared
         if shared.get("eval_batch_size") is None:
             shared["eval_batch_size"] = shared.get("batch_size", 32)
         super().__init__(**shared)
         if self.max_seq_length < 5:
-            raise ValueError(
+            raise DataConfigError(
                 f"max_seq_length={self.max_seq_length} leaves no room for [CLS] A [SEP] B [SEP]; use >= 5"
             )
         # `path` is the config-friendly name of a local corpus (data.path=...); it wins over `corpus`
@@ -122,71 +129,13 @@ class PretrainDataModule(BertDataModule):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache" / "bertlab"
         self._trained_vocab: Path | None = None
 
-    # --- tokenizer ----------------------------------------------------------------------------------------
-
-    def load_tokenizer(self) -> Tokenizer:
-        """The given tokenizer, with `lowercase` where its files cannot say; a trained one comes from
-        `prepare_data`."""
-        src = self._tokenizer_source
-        if src is None:
-            raise RuntimeError(
-                "the tokenizer is trained from the corpus: call prepare_data() and setup() first"
-            )
-        path = Path(src)
-        # lowercase applies where the files cannot say (a bare vocab.txt); tokenizer.json keeps its own
-        bare = (path.is_file() and path.suffix != ".json") or (
-            path.is_dir() and not (path / "tokenizer.json").is_file()
-        )
-        return load_tokenizer(src, self.lowercase if bare else None)
-
-    @property
-    def vocab_path(self) -> Path | None:
-        """The vocab.txt behind the tokenizer: the given file or folder's, or the trained one (after
-        `prepare_data`); None for a tokenizer.json or a `Tokenizer` object."""
-        src = self._tokenizer_source
-        if src is None:
-            return self._trained_vocab
-        if isinstance(src, Tokenizer):
-            return None
-        path = Path(src)
-        if path.is_file() and path.suffix == ".txt":
-            return path
-        if path.is_dir() and (path / "vocab.txt").is_file():
-            return path / "vocab.txt"
-        return None
-
-    @property
-    def vocab_size_actual(self) -> int:
-        """Size of the tokenizer's vocabulary (known after `prepare_data`/`setup` when it is trained)."""
-        return self.tokenizer.get_vocab_size(with_added_tokens=True)
-
-    def _use_tokenizer(self, tokenizer: Tokenizer) -> None:
-        """Adopt a tokenizer found in or written to the cache (a trained one also sets `vocab_path`)."""
-        self._tokenizer, self._plain = tokenizer, None
-        if self._tokenizer_source is None:
-            self._trained_vocab = self._vocab_dir() / "vocab.txt"
-
     # --- keys and paths -----------------------------------------------------------------------------------
-
-    def _vocab_dir(self) -> Path:
-        """Where a trained vocabulary lives: `cache_dir/tokenizer/`."""
-        return self.cache_dir / "tokenizer"
-
-    def _vocab_stamp(self, corpus: str) -> dict[str, Any]:
-        """What a trained vocabulary depends on; a mismatch with the saved stamp means retraining."""
-        return {
-            "corpus": corpus,
-            "vocab_size": self.vocab_size,
-            "lowercase": self.lowercase,
-            "val_fraction": self.val_fraction,
-            "val_docs": self.val_docs,
-            "max_eval_examples": self.max_eval_examples,
-            "seed": self.seed,
-        }
 
     def _data_dir(self, corpus: str, tokenizer: Tokenizer) -> Path:
         """Cache folder of the instances for this corpus, tokenizer and every instance/masking setting."""
         settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        # the test corpus is cached on its own (`_test_data`); None keeps train/val keys as they were
+        settings["test_file"] = None
         return self.cache_dir / "pretrain" / data_key(corpus, tokenizer, settings)
 
     def _val_count(self, n: int) -> int:
@@ -237,15 +186,19 @@ class PretrainDataModule(BertDataModule):
             desc=desc,
         )
 
-    def _build(self) -> Path:
-        """Build (or find in the cache) the tokenizer and train/val instances; return the data folder."""
+    def _build(self, with_train: bool = True) -> Path:
+        """Build (or find in the cache) the tokenizer and train/val instances; return the data folder.
+
+        `with_train=False` (testing with a given tokenizer) wants the held-out instances only: a complete
+        cache's, else those alone, in the same folder marked `held_out.json` (a later fit builds the rest).
+        """
         source = resolve_corpus(self.corpus, self.format)
         key = corpus_key(source, self.text_field, self.corpus_split, self.max_train_examples)
         trained = self._tokenizer_source is None
         tokenizer = cached_vocab(self._vocab_dir(), self._vocab_stamp(key)) if trained else self.tokenizer
         if tokenizer is not None:
             folder = self._data_dir(key, tokenizer)
-            if (folder / "done.json").is_file():
+            if (folder / "done.json").is_file() or (not with_train and (folder / "held_out.json").is_file()):
                 self._use_tokenizer(tokenizer)
                 return folder
         docs, usable = read_documents(
@@ -268,6 +221,11 @@ class PretrainDataModule(BertDataModule):
             tokenizer = train_vocab(train_docs, self._vocab_dir(), stamp, self.vocab_size, self.lowercase)
         self._use_tokenizer(tokenizer)
         folder = self._data_dir(key, tokenizer)
+        shutil.rmtree(folder, ignore_errors=True)
+        if not with_train:
+            self._instances(val_docs, True, 1, "validation").save_to_disk(str(folder / "val"))
+            (folder / "held_out.json").write_text(json.dumps({"val_docs": len(val_docs)}))
+            return folder
         train = self._instances(train_docs, self.static_masking, self.dupe_factor, "train")
         if len(train) == 0:
             raise DataError(
@@ -275,8 +233,6 @@ class PretrainDataModule(BertDataModule):
                 "no training instances could be built (documents tokenise to nothing)",
                 "check the tokenizer matches the corpus language",
             )
-        if folder.exists():
-            shutil.rmtree(folder)
         train.save_to_disk(str(folder / "train"))
         stats: dict[str, Any] = {
             "train_docs": len(train_docs),
@@ -292,57 +248,122 @@ class PretrainDataModule(BertDataModule):
         log.info("pre-training data in %s: %s", folder, stats)
         return folder
 
+    def _test_data(self) -> Path:
+        """The test instances' folder: the held-out documents' (val's), or every usable document of
+        `test_file` (capped by `max_eval_examples`), cached under its own key."""
+        if self._tokenizer_source is None:
+            self._build()  # adopts the trained vocabulary (already built: prepare_data ran first)
+        if self.files["test"] is None:
+            return self._build(with_train=False) / "val"
+        test_file = str(self.files["test"])
+        source = resolve_corpus(test_file, "auto" if self.format == "pydoc" else self.format)
+        key = corpus_key(source, self.text_field, self.corpus_split, self.max_eval_examples)
+        settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        folder = self.cache_dir / "pretrain" / data_key(f"test:{key}", self.tokenizer, settings)
+        if not (folder / "done.json").is_file():
+            docs, usable = read_documents(
+                source, key, test_file, self.text_field, self.corpus_split, self.cache_dir,
+                self.max_eval_examples, self.num_proc,
+            )  # fmt: skip
+            test = self._instances(docs.select(usable), True, 1, "test")
+            if len(test) == 0:
+                problem = "no test instances (its documents tokenise to nothing)"
+                raise DataError(test_file, problem, "check the tokenizer matches the corpus language")
+            shutil.rmtree(folder, ignore_errors=True)
+            test.save_to_disk(str(folder / "test"))
+            (folder / "done.json").write_text(json.dumps({"docs": len(usable), "instances": len(test)}))
+        return folder / "test"
+
     # --- splits and loaders -------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Read, hold out, train the vocabulary if needed, tokenise and build instances into the cache."""
-        self._build()
+        """Read, hold out, train the vocabulary if needed, tokenise and build instances into the cache.
+
+        Under `trainer.test` with a given tokenizer, only the test split (no training instances)."""
+        testing = self.trainer is not None and self.trainer.state.fn == TrainerFn.TESTING
+        if not testing or self._tokenizer_source is None:
+            self._build()
+        if testing and self.has_split("test"):
+            self._test_data()
 
     def has_split(self, name: str) -> bool:
-        """`train` always; `val` when documents are held out; pre-training has no test or predict data."""
+        """`train` always; `val` when documents are held out; `test` then too, or with `test_file`."""
         if name == "train":
             return True
+        held_out = (self.val_docs if self.val_docs is not None else self.val_fraction) > 0
         if name == "val":
-            return (self.val_docs if self.val_docs is not None else self.val_fraction) > 0
-        return False
+            return held_out
+        return name == "test" and (held_out or self.files["test"] is not None)
 
     def split_names(self, stage: str) -> list[str]:
-        """`["train"]`, `["val"]` when documents are held out, else `[]` (Lightning then skips the stage)."""
+        """`[kind]` when that split has data (above), else `[]` (Lightning then skips the stage)."""
         kind = split_kind(stage)
         return [kind] if self.has_split(kind) else []
 
     def load(self, name: str) -> SplitData:
-        """A split's instances, memory-mapped from the cache (built first if needed, train and val together).
+        """A split's instances, memory-mapped from the cache (built first if needed, train and val together;
+        test on its own, see `_test_data`).
 
         `features` is the Arrow dataset of instances; no `examples` are kept (the cache holds instances).
         """
-        if not self.splits:
+        if name not in self.splits:
             import datasets
 
+            if name == "test":
+                folder = self._test_data()
+                self.splits[name] = SplitData(name, (), datasets.load_from_disk(str(folder)), str(folder))
+                return self.splits[name]
             folder = self._build()
             for kind in ("train", "val"):
-                if (folder / kind).is_dir():
+                if kind not in self.splits and (folder / kind).is_dir():
                     data = datasets.load_from_disk(str(folder / kind))
                     self.splits[kind] = SplitData(kind, (), data, source=str(folder / kind))
         return self.splits[name]
+
+    def test_dataloader(self) -> DataLoader:
+        """The test split's batches; a `DataError` when there is none (mode=test would score nothing)."""
+        if not self.has_split("test"):
+            problem = "no test data: no documents are held out (val_docs=0 or val_fraction=0), no test_file"
+            raise DataError(self.corpus, problem, "set data.val_docs=<count> or data.test_file=<corpus>")
+        return super().test_dataloader()  # type: ignore[return-value]
 
     def collator(self) -> MaskingCollator:
         """A dynamic-masking, dynamic-padding collator for this tokenizer and these settings."""
         return make_collator(self._masking())
 
     def collate(self, items: list[Any]) -> dict[str, torch.Tensor]:
-        """Pad and mask one batch with a new collator (each loader keeps one, so masks vary batch to batch)."""
+        """Pad and mask one batch with a new collator (its own generator, seeded with `seed`)."""
         return self.collator()(items)
 
+    @property
+    def mask_generator(self) -> torch.Generator:
+        """The generator of the training batches' dynamic masks, seeded with `seed`; checkpoints keep its
+        state (`state_dict`), so a resumed run draws the masks an uninterrupted one would."""
+        if getattr(self, "_mask_generator", None) is None:
+            self._mask_generator = torch.Generator().manual_seed(self.seed)
+        return self._mask_generator
+
+    def state_dict(self) -> dict[str, Any]:
+        """What Lightning stores in a checkpoint for this module: the masking generator's state."""
+        return {"mask_generator": self.mask_generator.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if "mask_generator" in state_dict:
+            self.mask_generator.set_state(state_dict["mask_generator"])
+
     def make_loader(self, data: SplitData, train: bool) -> DataLoader:
-        """Batches of a split with its own masking collator; train is shuffled by the global RNG."""
-        return DataLoader(
+        """A split's batches, padded in the loader (its workers). Training batches are shuffled (from the
+        global RNG) and resumable, and are masked dynamically in the main process as they are yielded,
+        from `mask_generator`; evaluation splits are masked statically."""
+        collator = self.collator()
+        if not train:
+            return eval_loader(data.features, self.eval_batch_size, collator.pad, self.num_workers)
+        return train_loader(
             data.features,  # the Arrow dataset itself: it fetches a batch's rows in one call
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            num_workers=self.num_workers,
-            collate_fn=self.collator(),
-            persistent_workers=self.num_workers > 0,
+            self.batch_size,
+            collator.pad,
+            self.num_workers,
+            transform=lambda batch: collator.mask_batch(batch, self.mask_generator),
         )
 
 
