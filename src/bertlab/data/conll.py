@@ -8,11 +8,12 @@ and continues one otherwise. The entity scorer (`bertlab.metrics.ner`) reads tag
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataError, read_utf8
 from bertlab.data.hub import load_hub_split
 
 CONLL_TYPES: tuple[str, ...] = ("PER", "ORG", "LOC", "MISC")
@@ -107,35 +108,32 @@ def read_conll(
             tags.clear()
 
     convert_tags([], scheme)  # validates `scheme` before reading
-    try:
-        with path.open(encoding="utf-8") as f:
-            for number, raw in enumerate(f, start=1):
-                parts = raw.split()
-                if not parts:
-                    close()
-                    continue
-                if parts[0] == "-DOCSTART-":
-                    close()
-                    doc += 1
-                    continue
-                if columns is None:
-                    columns = len(parts)
-                if len(parts) != columns or len(parts) < 2:
-                    expected = columns if columns >= 2 else "at least 2"
-                    raise DataError(
-                        path,
-                        f"expected {expected} space-separated columns (word ... NER tag), found {len(parts)}",
-                        "fix the line or pass the file's column count as `columns`",
-                        line=number,
-                    )
-                _check_tag(parts[-1], label_names, path, number)
-                if not words:
-                    first_line = number
-                    doc = max(doc, 0)  # a file without -DOCSTART- lines is one document
-                words.append(parts[0])
-                tags.append(parts[-1])
-    except UnicodeDecodeError as err:
-        raise DataError(path, f"not UTF-8 text ({err.reason})", "re-encode the file as UTF-8") from err
+    # read whole (a BOM dropped, bad bytes named by line); StringIO splits lines as a text file does
+    for number, raw in enumerate(io.StringIO(read_utf8(path)), start=1):
+        parts = raw.split()
+        if not parts:
+            close()
+            continue
+        if parts[0] == "-DOCSTART-":
+            close()
+            doc += 1
+            continue
+        if columns is None:
+            columns = len(parts)
+        if len(parts) != columns or len(parts) < 2:
+            expected = columns if columns >= 2 else "at least 2"
+            raise DataError(
+                path,
+                f"expected {expected} space-separated columns (word ... NER tag), found {len(parts)}",
+                "fix the line or pass the file's column count as `columns`",
+                line=number,
+            )
+        _check_tag(parts[-1], label_names, path, number)
+        if not words:
+            first_line = number
+            doc = max(doc, 0)  # a file without -DOCSTART- lines is one document
+        words.append(parts[0])
+        tags.append(parts[-1])
     close()
     if not sentences:
         raise DataError(path, "no sentences found", "pass a CoNLL file with one `word ... tag` line per word")

@@ -14,13 +14,12 @@ from __future__ import annotations
 import glob
 import json
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataError, not_utf8, warn_and_log
 from bertlab.data.sentences import paragraph_sentences, split_sentences
 
 CorpusFormat = Literal["auto", "text", "wiki", "jsonl", "hub", "pydoc"]
@@ -35,17 +34,22 @@ _TABLE_RULE = re.compile(r"^\s*[=+\-]{2,}(\s+[=+\-]{2,})+\s*$|^\s*\+[=\-+]+\+\s*
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of a UTF-8 file, streamed; DataError naming line and byte offset on bad bytes."""
     offset = 0
-    with path.open("rb") as f:
+    try:
+        f = path.open("rb")
+    except OSError as err:
+        raise DataError(
+            path, f"cannot be read ({err.strerror})", "check the path and its permissions"
+        ) from None
+    with f:
         for lineno, raw in enumerate(f, 1):
+            if lineno == 1 and raw.startswith((b"\x1f\x8b", b"BZh", b"\xfd7zXZ", b"PK\x03\x04")):
+                raise DataError(
+                    path, "is a compressed archive, not text", "decompress it (gunzip, xz -d, unzip)"
+                )
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(
-                    path,
-                    f"byte {offset + err.start} (0x{raw[err.start]:02x}) is not valid UTF-8",
-                    "re-encode the file as UTF-8 (for example `iconv -f latin1 -t utf-8`)",
-                    line=lineno,
-                ) from None
+                raise not_utf8(path, raw, err, offset).with_line(lineno) from None
             if lineno == 1:
                 line = line.removeprefix("\ufeff")
             offset += len(raw)
@@ -83,9 +87,23 @@ def wiki_documents(path: str | Path) -> Iterator[list[str]]:
                 )
             opened_at, title_pending, paragraphs = lineno, True, []
         elif line.startswith("</doc>"):
-            if opened_at is not None:
-                yield [s for p in paragraphs for s in split_sentences(p)]
+            if opened_at is None:
+                raise DataError(
+                    path,
+                    "</doc> closes no <doc ...> (its opening line is missing)",
+                    "restore the <doc ...> line, or re-run WikiExtractor",
+                    line=lineno,
+                )
+            yield [s for p in paragraphs for s in split_sentences(p)]
             opened_at = None
+        elif opened_at is None and line.strip():
+            # WikiExtractor writes nothing between documents: text here would be silently dropped
+            raise DataError(
+                path,
+                "text outside any <doc ...> block",
+                "restore the <doc ...> line above it (is the file a WikiExtractor output? else use format=text)",
+                line=lineno,
+            )
         elif opened_at is not None and line.strip():
             if title_pending:  # WikiExtractor repeats the title as the first line
                 title_pending = False
@@ -123,9 +141,16 @@ def jsonl_documents(path: str | Path, text_field: str = "text") -> Iterator[list
                 line=lineno,
             )
         value = record[text_field]
-        if isinstance(value, list):  # already split into paragraphs or sentences
-            value = "\n".join(str(v) for v in value)
-        yield paragraph_sentences(str(value))
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = "\n".join(value)  # already split into paragraphs or sentences
+        if not isinstance(value, str):
+            raise DataError(
+                path,
+                f"field {text_field!r} holds {type(value).__name__} {str(value)[:40]!r}, not text",
+                f"give every record's {text_field!r} a string (or a list of strings)",
+                line=lineno,
+            )
+        yield paragraph_sentences(value)
 
 
 def _rst_sections(text: str) -> Iterator[list[str]]:
@@ -350,10 +375,9 @@ def usable_documents(
     if kept == 0 and raise_if_none:
         raise no_usable_documents(label, total)
     if total > kept:
-        warnings.warn(
+        warn_and_log(
             f"{label}: skipped {total - kept} of {total} documents with fewer than 2 sentences "
-            "(next-sentence pairs need 2)",
-            stacklevel=2,
+            "(next-sentence pairs need 2)"
         )
 
 

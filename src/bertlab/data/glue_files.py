@@ -26,7 +26,7 @@ and WNLI, whose files use 0/1), STS-B scores clipped to [0, 5] with three decima
 from __future__ import annotations
 
 import csv
-import warnings
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataError, read_utf8, report_skipped
 from bertlab.data.glue_tasks import AX, GLUETask, get_task
 from bertlab.data.hub import load_hub_split
 
@@ -124,8 +124,16 @@ def read_glue_tsv(task: str | GLUETask, path: str | Path, split: str) -> GLUESpl
     skipped: list[int] = []
     if not path.is_file():
         raise DataError(path, "file not found", f"put the official GLUE {spec.folder} files there")
-    # utf-8-sig drops MRPC's byte-order mark; newline="" hands line endings to csv
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    # read whole: bad bytes are named by line; read_utf8 drops MRPC's byte-order mark; newline="" hands
+    # line endings to csv
+    text = read_utf8(path)
+    if not text.strip():
+        raise DataError(
+            path,
+            "empty file",
+            f"put the official GLUE {spec.folder}/{path.name} there (the download may have failed)",
+        )
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         if spec.header_columns is not None and not unlabelled:
             header = list(spec.header_columns)  # CoLA train/dev have no header row
@@ -172,13 +180,19 @@ def read_glue_tsv(task: str | GLUETask, path: str | Path, split: str) -> GLUESpl
                     raise DataError(
                         path, f"{spec.test_index_column} {value!r} is not an integer", "fix this row", line
                     ) from None
-    if skipped:
-        shown = ", ".join(map(str, skipped[:10])) + (", …" if len(skipped) > 10 else "")
-        warnings.warn(
-            f"{path}: skipped {len(skipped)} malformed row(s) at line(s) {shown}, as GLUE's reference loaders do",
-            SkippedRowsWarning,
-            stacklevel=2,
-        )
+    report_skipped(
+        path,
+        len(skipped),
+        "malformed row(s)",
+        skipped,
+        SkippedRowsWarning,
+        note=" (a split row or an empty label), as GLUE's reference loaders do",
+    )
+    if not text_a:
+        raise DataError(
+            path, "no rows under the header" if skipped == [] else "every row was malformed",
+            f"put the official GLUE {spec.folder}/{path.name} there (the download may have failed)",
+        )  # fmt: skip
     return GLUESplit(spec.name, split, text_a, text_b, labels, idx, str(path), skipped)
 
 
@@ -201,15 +215,17 @@ def read_hub_split(
     config, where, columns = (
         _AX_HUB if split == AX else (spec.hub_config, hub_split(split), spec.hub_text_columns)
     )
+    folder = f"<data_dir>/{spec.folder}" if expected is None else str(Path(expected).expanduser().resolve())
     ds = load_hub_split(
         hub_name,
         config,
         where,
-        f"GLUE {spec.folder} files not found, and the hub dataset {hub_name} ({config}/{where}) "
-        "could not be loaded",
-        f"put the official GLUE files in {expected or f'<data_dir>/{spec.folder}'} "
-        "(e.g. with download_glue_data.py), or go online once so the datasets cache holds it",
-        where=expected,
+        f"GLUE {spec.folder} files not found (no such folder), and the hub copy {hub_name} ({config}/{where}) "
+        "could not be loaded either",
+        f"either put the official GLUE files in {folder} (e.g. with download_glue_data.py; or point "
+        f"data.data_dir at the folder that holds {spec.folder}/), or go online once so the datasets cache "
+        f"holds {hub_name}",
+        where=folder,
     )
     source = f"{hub_name}/{config}:{where}"
     text_a = list(ds[columns[0]])

@@ -2,19 +2,22 @@
 
 Where we differ from the original BERT `run_squad.py`: an `answer_start` that does not point at its
 text is moved to the nearest occurrence of the text (and counted) instead of being trusted, and every
-repair or skip is counted in `ReadStats` and reported in one warning per file.
+repair or skip is counted in `ReadStats` and reported in one warning (and log line) per file. What no
+annotator slip explains is a `DataError` naming the file, the entry's place in the json
+(`data[3].paragraphs[0].qas[7]`) and its id: entries of the wrong type, a missing id or question, an
+`answer_start` that is not an integer or lies outside its context, and an id seen twice (scores are
+keyed by id, so a second question would silently replace the first).
 """
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataConfigError, DataError, read_utf8, warn_and_log
 from bertlab.data.hub import load_hub_split
 
 
@@ -57,7 +60,7 @@ class ReadStats:
             if n
         ]
         if parts:
-            warnings.warn(f"{source}: " + "; ".join(parts), stacklevel=3)
+            warn_and_log(f"{source}: " + "; ".join(parts))
 
 
 def parse_articles(spec: str | int | slice | Sequence[int] | None) -> slice | None:
@@ -65,7 +68,7 @@ def parse_articles(spec: str | int | slice | Sequence[int] | None) -> slice | No
     if spec is None or isinstance(spec, slice):
         return spec
     if isinstance(spec, bool):
-        raise ValueError(f"article selection {spec!r}: expected an int, 'start:stop' or a slice")
+        raise DataConfigError(f"article selection {spec!r}: expected an int, 'start:stop' or a slice")
     if isinstance(spec, int):
         return slice(0, spec)
     if isinstance(spec, str):
@@ -74,11 +77,11 @@ def parse_articles(spec: str | int | slice | Sequence[int] | None) -> slice | No
             return slice(0, int(text))
         parts = [p.strip() for p in text.split(":")]
         if len(parts) != 2:
-            raise ValueError(f"article selection {spec!r}: expected 'start:stop', e.g. '0:38'")
+            raise DataConfigError(f"article selection {spec!r}: expected 'start:stop', e.g. '0:38'")
         return slice(*(int(p) if p else None for p in parts))
     if len(spec) == 2:
         return slice(int(spec[0]), int(spec[1]))
-    raise ValueError(f"article selection {spec!r}: expected an int, 'start:stop' or a slice")
+    raise DataConfigError(f"article selection {spec!r}: expected an int, 'start:stop' or a slice")
 
 
 def locate_answer(context: str, text: str, start: int) -> int | None:
@@ -97,6 +100,17 @@ def locate_answer(context: str, text: str, start: int) -> int | None:
     return min(hits, key=lambda h: (abs(h - start), h))
 
 
+def _entries(value: Any, kind: type, source: str | Path, where: str, what: str) -> Any:
+    """`value` when it is a `kind` (list or Mapping), else a DataError naming its place in the json."""
+    if not isinstance(value, kind):
+        raise DataError(
+            source,
+            f"{where} is a {type(value).__name__}, not a {what}",
+            "pass an official SQuAD json file (data -> paragraphs -> qas -> answers)",
+        )
+    return value
+
+
 def parse_squad(
     obj: Any,
     source: str | Path = "<squad>",
@@ -110,64 +124,114 @@ def parse_squad(
     `labelled=False` reads every question and ignores answers (a hidden test set, or mode=predict).
     """
     if version not in (1, 2):
-        raise ValueError(f"SQuAD version must be 1 or 2, got {version!r}")
+        raise DataConfigError(f"SQuAD version must be 1 or 2, got {version!r}")
     if not isinstance(obj, Mapping) or not isinstance(obj.get("data"), list):
         raise DataError(
             source, "not a SQuAD json (no top-level 'data' list)", "pass an official train/dev-v1.1/v2.0 file"
         )
-    chosen = obj["data"] if (sl := parse_articles(articles)) is None else obj["data"][sl]
-    stats = ReadStats(articles=len(chosen))
+    data = obj["data"]
+    if (sl := parse_articles(articles)) is not None:
+        indices = range(len(data))[sl]
+    else:
+        indices = range(len(data))
+    stats = ReadStats(articles=len(indices))
     examples: list[SquadExample] = []
+    seen: dict[str, str] = {}  # qid -> where it was first met
     contexts_seen = 0
-    for article in chosen:
+    for a in indices:
+        article = _entries(data[a], Mapping, source, f"data[{a}]", "json object (an article)")
         title = str(article.get("title", ""))
-        for paragraph in article.get("paragraphs", []):
+        paragraphs = _entries(article.get("paragraphs", []), list, source, f"data[{a}].paragraphs", "list")
+        for p, paragraph in enumerate(paragraphs):
+            here = f"data[{a}].paragraphs[{p}]"
+            paragraph = _entries(paragraph, Mapping, source, here, "json object (a paragraph)")
             context = paragraph.get("context")
-            qas = paragraph.get("qas", [])
-            if not isinstance(context, str) or not context.strip():
+            qas = _entries(paragraph.get("qas", []), list, source, f"{here}.qas", "list")
+            if context is not None and not isinstance(context, str):
+                _entries(context, str, source, f"{here}.context", "string")
+            if not context or not context.strip():
                 stats.skipped_empty_context += len(qas)
                 continue
             contexts_seen += 1
-            for qa in qas:
+            for q, qa in enumerate(qas):
+                at = f"{here}.qas[{q}]"
+                qa = _entries(qa, Mapping, source, at, "json object (a question)")
                 ex = (
-                    _parse_qa(qa, context, title, version, stats, source)
+                    _parse_qa(qa, context, title, version, stats, source, at)
                     if labelled
-                    else _parse_unlabelled(qa, context, title, source)
+                    else _parse_unlabelled(qa, context, title, source, at)
                 )
                 if ex is not None:
+                    if ex.qid in seen:
+                        raise DataError(
+                            source,
+                            f"question id {ex.qid!r} at {at} was already used at {seen[ex.qid]}",
+                            "give every question its own id (predictions and scores are keyed by id)",
+                        )
+                    seen[ex.qid] = at
                     examples.append(ex)
     if contexts_seen == 0:
         raise DataError(
             source,
-            f"no paragraph with a non-empty context in the {len(chosen)} selected articles",
+            f"no paragraph with a non-empty context in the {len(indices)} selected articles",
             "check the file and the article selection",
         )
     stats.questions = len(examples)
     return examples, stats
 
 
-def _parse_unlabelled(qa: Mapping[str, Any], context: str, title: str, source: str | Path) -> SquadExample:
-    """One `qas` entry as a question to answer; any answers in the file are ignored."""
-    try:
-        return SquadExample(str(qa["id"]), str(qa["question"]), context, title=title)
-    except KeyError as err:
+def _question(qa: Mapping[str, Any], source: str | Path, at: str) -> tuple[str, str]:
+    """(id, question) of a `qas` entry; DataError naming its place when either is missing."""
+    missing = [k for k in ("id", "question") if k not in qa]
+    if missing:
         raise DataError(
-            source, f"a question lacks the key {err}", "every qas entry needs 'id' and 'question'"
-        ) from err
+            source,
+            f"the question at {at} lacks the key {missing[0]!r}",
+            "every qas entry needs 'id' and 'question'",
+        )
+    return str(qa["id"]), str(qa["question"])
+
+
+def _parse_unlabelled(
+    qa: Mapping[str, Any], context: str, title: str, source: str | Path, at: str = "qas"
+) -> SquadExample:
+    """One `qas` entry as a question to answer; any answers in the file are ignored."""
+    qid, question = _question(qa, source, at)
+    return SquadExample(qid, question, context, title=title)
+
+
+def _answer_start(ans: Mapping[str, Any], context: str, source: str | Path, where: str, qid: str) -> int:
+    """An answer's `answer_start`: an integer inside the context, else a DataError (no slip explains it)."""
+    value = ans.get("answer_start")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(
+            source,
+            f"answer_start {value!r} of question {qid!r} ({where}) is not an integer",
+            "give every answer its character offset in the context as an integer",
+        )
+    if not 0 <= value < len(context):
+        raise DataError(
+            source,
+            f"answer_start {value} of question {qid!r} ({where}) lies outside its context "
+            f"({len(context)} characters)",
+            "fix the offset, or check the answers belong to this paragraph",
+        )
+    return value
 
 
 def _parse_qa(
-    qa: Mapping[str, Any], context: str, title: str, version: int, stats: ReadStats, source: str | Path
+    qa: Mapping[str, Any],
+    context: str,
+    title: str,
+    version: int,
+    stats: ReadStats,
+    source: str | Path,
+    at: str = "qas",
 ) -> SquadExample | None:
     """One `qas` entry as an example with verified answer offsets, or None (counted in `stats`)."""
-    try:
-        qid, question = str(qa["id"]), str(qa["question"])
-        raw_answers = qa.get("answers", [])
-        impossible = bool(qa.get("is_impossible", False)) or (version == 2 and not raw_answers)
-    except KeyError as err:
-        raise DataError(
-            source, f"a question lacks the key {err}", "every qas entry needs 'id' and 'question'"
-        ) from err
+    qid, question = _question(qa, source, at)
+    raw_answers = _entries(qa.get("answers", []), list, source, f"{at}.answers", "list")
+    impossible = bool(qa.get("is_impossible", False)) or (version == 2 and not raw_answers)
     if impossible:
         if version == 1:
             stats.skipped_impossible += 1
@@ -176,8 +240,13 @@ def _parse_qa(
         return SquadExample(qid, question, context, (), (), True, title)
     texts: list[str] = []
     starts: list[int] = []
-    for ans in raw_answers:
-        text, given = str(ans.get("text", "")), int(ans.get("answer_start", -1))
+    for i, ans in enumerate(raw_answers):
+        where = f"{at}.answers[{i}]"
+        ans = _entries(ans, Mapping, source, where, "json object (an answer)")
+        text = ans.get("text")
+        if not isinstance(text, str):
+            _entries(text, str, source, f"{where}.text", "string")
+        given = _answer_start(ans, context, source, where, qid)
         found = locate_answer(context, text, given)
         if found is None:
             stats.dropped_answers += 1
@@ -204,15 +273,23 @@ def read_squad_file(
     `labelled=False` keeps every question and ignores answers (see `parse_squad`)."""
     path = Path(path)
     if first_articles is not None and article_slice is not None:
-        raise ValueError("give first_articles or article_slice, not both")
+        raise DataConfigError("give first_articles or article_slice, not both")
     if not path.is_file():
         raise DataError(path, "SQuAD file not found", "pass the path of a SQuAD json (e.g. dev-v1.1.json)")
+    text = read_utf8(path)
+    if not text.strip():
+        raise DataError(path, "empty file", "pass an official SQuAD json file (the download may have failed)")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(text)
     except json.JSONDecodeError as err:
+        ends_early = err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string")
+        truncated = " (the file ends early: truncated?)" if ends_early else ""
         raise DataError(
-            path, f"not valid JSON ({err.msg})", "pass an official SQuAD json file", line=err.lineno
-        ) from err
+            path,
+            f"not valid JSON ({err.msg}){truncated}",
+            "pass an official SQuAD json file",
+            line=err.lineno,
+        ) from None
     articles = first_articles if first_articles is not None else article_slice
     examples, stats = parse_squad(obj, path, version=version, articles=articles, labelled=labelled)
     stats.warn(path)

@@ -11,7 +11,8 @@ column read as well.
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping, Sequence
+import io
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,8 +22,9 @@ from tokenizers import Tokenizer
 from torch import Tensor
 
 from bertlab.data.base import BertDataModule, SplitData, attention_mask, pad_rows, split_kind
-from bertlab.data.errors import DataError
+from bertlab.data.errors import DataConfigError, DataError, read_utf8
 from bertlab.data.hub import load_hub_split
+from bertlab.data.progress import chunks
 from bertlab.data.tokenizer import plain_tokenizer
 
 NUM_CHOICES = 4
@@ -60,15 +62,34 @@ def _label(text: str, path: str | Path, line: int | None) -> int:
     return value
 
 
+def _rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The csv reader's rows; its own errors (an unclosed quote, a stray quote) as a DataError with the line."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(
+                path,
+                f"malformed csv ({err}; the file may be truncated)",
+                "quote fields that hold commas, quotes or newlines, and close every quote",
+                line=reader.line_num,
+            ) from None
+        yield row
+
+
 def read_swag_csv(path: str | Path) -> list[SwagExample]:
     """Read an official SWAG csv (train.csv, val.csv or the unlabelled test.csv)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found", "pass the path of SWAG's train.csv, val.csv or test.csv")
     examples = []
-    with path.open(encoding="utf-8", newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
+    text = read_utf8(path)  # whole: bad bytes are named by line; a byte-order mark is dropped
+    with io.StringIO(text, newline="") as f:
+        # strict: an unclosed quote (a truncated file) is an error, not a field that swallows the rest
+        reader = csv.reader(f, strict=True)
+        header = next(_rows(reader, path), None)
         if header is None:
             raise DataError(path, "empty file", f"expected the header {OFFICIAL_HEADER}")
         column = {name.strip(): i for i, name in enumerate(header)}
@@ -78,7 +99,7 @@ def read_swag_csv(path: str | Path) -> list[SwagExample]:
                 path, f"header lacks columns {missing}", f"use the header {OFFICIAL_HEADER}", line=1
             )
         key = column.get("fold-ind", column.get("video-id"))
-        for row in reader:
+        for row in _rows(reader, path):
             line = reader.line_num  # the row's last line: rows may hold quoted newlines
             if not row:
                 continue
@@ -135,19 +156,24 @@ def load_hub_swag(hub_name: str, split: str) -> list[SwagExample]:
 
 
 def encode_swag(
-    examples: Sequence[SwagExample], tokenizer: Tokenizer, max_seq_length: int = 128
+    examples: Sequence[SwagExample], tokenizer: Tokenizer, max_seq_length: int = 128, desc: str | None = None
 ) -> list[tuple[list[list[int]], list[list[int]]]]:
-    """Per example, the four choices' input ids and token type ids, each `(4, T_i)` with `T_i <= max_seq_length`."""
+    """Per example, the four choices' input ids and token type ids, each `(4, T_i)` with `T_i <= max_seq_length`.
+
+    `desc` names the progress shown (data/progress.py), counted in questions; None shows none.
+    """
     if max_seq_length < 4:
-        raise ValueError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
+        raise DataConfigError(f"max_seq_length={max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
     tok = plain_tokenizer(tokenizer)  # a tokenizer.json may carry its own settings: use ours
     tok.enable_truncation(max_seq_length, strategy="longest_first")
-    pairs = [(ex.context, f"{ex.start} {ending}".strip()) for ex in examples for ending in ex.endings]
-    encodings = tok.encode_batch(pairs)
     out = []
-    for i in range(len(examples)):
-        choices = encodings[i * NUM_CHOICES : (i + 1) * NUM_CHOICES]
-        out.append(([list(e.ids) for e in choices], [list(e.type_ids) for e in choices]))
+    for part in chunks(len(examples), desc, unit="questions"):
+        batch = examples[part]
+        pairs = [(ex.context, f"{ex.start} {ending}".strip()) for ex in batch for ending in ex.endings]
+        encodings = tok.encode_batch(pairs)
+        for i in range(len(batch)):
+            choices = encodings[i * NUM_CHOICES : (i + 1) * NUM_CHOICES]
+            out.append(([list(e.ids) for e in choices], [list(e.type_ids) for e in choices]))
     return out
 
 
@@ -198,7 +224,9 @@ class SWAGDataModule(BertDataModule):
         """`BertDataModule`'s arguments: train_file, val_file, test_file, hub_name, tokenizer, …"""
         super().__init__(**(self.DEFAULTS | shared))
         if self.max_seq_length < 4:
-            raise ValueError(f"max_seq_length={self.max_seq_length} cannot hold [CLS] A [SEP] B [SEP]")
+            raise DataConfigError(
+                f"data.max_seq_length={self.max_seq_length} cannot hold [CLS] A [SEP] B [SEP]; set it >= 4"
+            )
 
     def read(self, name: str) -> list[SwagExample]:
         """Examples of one split from its file, else from the hub."""
@@ -210,7 +238,7 @@ class SWAGDataModule(BertDataModule):
 
     def encode(self, name: str, examples: Sequence[SwagExample]) -> SplitData:
         """Tokenise every question's four choices; features carry the example index and label."""
-        encoded = encode_swag(examples, self.tokenizer, self.max_seq_length)
+        encoded = encode_swag(examples, self.tokenizer, self.max_seq_length, desc=f"tokenising SWAG {name}")
         features = [(i, ids, types, ex.label) for i, ((ids, types), ex) in enumerate(zip(encoded, examples))]
         return SplitData(name, list(examples), features, source=str(self.files.get(name) or self.hub_name))
 

@@ -7,6 +7,7 @@ continuations and max 100 characters a word, and the `[CLS] A [SEP] B [SEP]` tem
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -46,13 +47,21 @@ def from_vocab(vocab_file: str | Path, lowercase: bool = True) -> Tokenizer:
     if not path.is_file():
         raise TokenizerError(f"{path}: vocabulary file not found; pass the path of a BERT vocab.txt")
     vocab: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for index, line in enumerate(f):
-            token = line.rstrip("\n").rstrip("\r")
-            if token in vocab:
-                # ids stay line numbers and the last duplicate wins, as BertTokenizer's load_vocab
-                vocab[f"{token}\u0000dup{vocab[token]}"] = vocab[token]
-            vocab[token] = index
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise TokenizerError(
+            f"{path}:{line}: byte {err.start} (0x{data[err.start]:02x}) is not valid UTF-8; "
+            "a vocab.txt is UTF-8 text, one token per line (re-encode it, or use the checkpoint's own)"
+        ) from None
+    for index, line in enumerate(io.StringIO(text)):  # lines split as a text file's (BertTokenizer's)
+        token = line.rstrip("\n").rstrip("\r")
+        if token in vocab:
+            # ids stay line numbers and the last duplicate wins, as BertTokenizer's load_vocab
+            vocab[f"{token}\u0000dup{vocab[token]}"] = vocab[token]
+        vocab[token] = index
     if not any(t.strip() for t in vocab):
         raise TokenizerError(f"{path}: vocabulary file is empty; pass the path of a BERT vocab.txt")
     tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
@@ -63,9 +72,28 @@ def _lowercase_from_config(folder: Path) -> bool | None:
     """Read `do_lower_case` from tokenizer_config.json if the folder has one."""
     cfg = folder / "tokenizer_config.json"
     if cfg.is_file():
-        value = json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case")
+        try:
+            values = json.loads(cfg.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise TokenizerError(
+                f"{cfg}: not valid JSON ({type(err).__name__}: {err}); restore the file from the checkpoint's "
+                "source, or delete it (vocab.txt is then read as uncased)"
+            ) from None
+        value = values.get("do_lower_case") if isinstance(values, dict) else None
         return None if value is None else bool(value)
     return None
+
+
+def _from_json(file: Path) -> Tokenizer:
+    """A tokenizer.json; a truncated or foreign file is a TokenizerError naming it."""
+    try:
+        return Tokenizer.from_file(str(file))
+    except Exception as err:  # the Rust library raises plain Exceptions
+        first = " ".join(str(err).split())[:160]
+        raise TokenizerError(
+            f"{file}: not a usable tokenizer.json ({first}); restore it from the checkpoint's source, "
+            "or remove it to use the folder's vocab.txt"
+        ) from None
 
 
 def _neutral(tok: Tokenizer) -> Tokenizer:
@@ -91,18 +119,18 @@ def _load(source: str | Path, lowercase: bool | None) -> Tokenizer:
     if path.is_dir():
         lc = lowercase if lowercase is not None else _lowercase_from_config(path)
         if (path / "tokenizer.json").is_file() and lowercase is None:
-            return Tokenizer.from_file(str(path / "tokenizer.json"))
+            return _from_json(path / "tokenizer.json")
         if (path / "vocab.txt").is_file():
             return from_vocab(path / "vocab.txt", True if lc is None else lc)
         if (path / "tokenizer.json").is_file():
-            return _finish(Tokenizer.from_file(str(path / "tokenizer.json")), bool(lowercase))
+            return _finish(_from_json(path / "tokenizer.json"), bool(lowercase))
         raise TokenizerError(
             f"{path}: no vocab.txt or tokenizer.json in this folder; train one with "
             "bertlab.data.tokenizer.train_wordpiece or point at a BERT checkpoint folder"
         )
     if path.is_file():
         if path.suffix == ".json":
-            tok = Tokenizer.from_file(str(path))
+            tok = _from_json(path)
             return tok if lowercase is None else _finish(tok, lowercase)
         return from_vocab(path, True if lowercase is None else lowercase)
     if str(source).startswith((".", "/", "~")) or path.suffix in {".txt", ".json"}:

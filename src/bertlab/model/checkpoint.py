@@ -114,20 +114,71 @@ def read_folder_config(folder: Path) -> BertConfig:
     file = folder / "config.json"
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; a transformers-format BERT folder needs config.json")
-    values = json.loads(file.read_text(encoding="utf-8"))
+    values = _read_json(file, "config.json")
     if values.get("model_type", "bert") != "bert":
         raise CheckpointError(
             f"{file}: model_type is {values['model_type']!r}, not 'bert'; use a BERT checkpoint"
         )
-    return BertConfig.from_dict(values)
+    return _config(values, file)
+
+
+def _config(values: dict[str, Any], source: Path) -> BertConfig:
+    """BertConfig from a checkpoint's stored values; a value it refuses is a CheckpointError naming `source`."""
+    try:
+        return BertConfig.from_dict(values)
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(
+            f"{source}: its model config cannot build a BERT ({err}); the file is damaged or not a BERT "
+            "checkpoint's"
+        ) from None
+
+
+def _read_json(file: Path, what: str) -> dict[str, Any]:
+    """A json object from `file`; a truncated or non-UTF-8 file is a CheckpointError naming it."""
+    try:
+        values = json.loads(file.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"{file}: not valid JSON ({err}); the {what} is damaged: restore it from the checkpoint's source"
+        ) from None
+    if not isinstance(values, dict):
+        raise CheckpointError(
+            f"{file}: holds a {type(values).__name__}, not a json object; restore the {what}"
+        )
+    return values
+
+
+def _damaged(file: Path, err: BaseException, what: str) -> CheckpointError:
+    """The CheckpointError for a weights file that cannot be read (truncated download, another format)."""
+    size = file.stat().st_size if file.is_file() else 0
+    first = " ".join(str(err).split())[:160] or type(err).__name__
+    return CheckpointError(
+        f"{file}: cannot be read as {what} ({first}; {size} bytes: truncated or another format?); "
+        "download or copy it again"
+    )
 
 
 def _read_weights(file: Path) -> dict[str, Tensor]:
+    """All tensors of one weights file (safetensors or a torch pickle, read weights_only)."""
     if file.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(file))
+        except Exception as err:  # safetensors raises its own SafetensorError (and OSError)
+            raise _damaged(file, err, "safetensors") from None
+    state = _torch_load(file, "a torch weights file")
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointError(f"{file}: does not hold a dict of tensors; pass a model's state dict file")
+    return state
+
+
+def _torch_load(file: Path, what: str) -> Any:
+    """`torch.load(file, weights_only=True)`; a file torch cannot read is a CheckpointError naming it."""
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, ...
+        raise _damaged(file, err, what) from None
 
 
 def read_folder_state(folder: Path) -> dict[str, Tensor]:
@@ -137,7 +188,15 @@ def read_folder_state(folder: Path) -> dict[str, Tensor]:
         if not file.is_file():
             continue
         if name.endswith(".index.json"):
-            shards = sorted(set(json.loads(file.read_text())["weight_map"].values()))
+            weight_map = _read_json(file, "shard index").get("weight_map")
+            if not isinstance(weight_map, dict):
+                raise CheckpointError(f"{file}: has no 'weight_map' object; restore the shard index")
+            shards = sorted(set(map(str, weight_map.values())))
+            absent = [shard for shard in shards if not (folder / shard).is_file()]
+            if absent:
+                raise CheckpointError(
+                    f"{folder}: shard(s) {absent} named by {name} are missing; copy them there"
+                )
             out: dict[str, Tensor] = {}
             for shard in shards:
                 out.update(_read_weights(folder / shard))
@@ -149,7 +208,23 @@ def read_folder_state(folder: Path) -> dict[str, Tensor]:
 # -- bertlab .ckpt files (Lightning's format) -------------------------------------------------------------
 def _read_ckpt(path: Path) -> dict[str, Any]:
     """The checkpoint dict; weights_only: plain containers and tensors, nothing executed."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _torch_load(path, "a bertlab .ckpt (Lightning checkpoint)")
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(
+            f"{path}: holds a {type(ckpt).__name__}, not a Lightning checkpoint; pass a run's .ckpt"
+        )
+    return ckpt
+
+
+def check_ckpt_file(path: str | Path) -> Path:
+    """`path` when it is a .ckpt that torch can read and that holds a state dict; else a CheckpointError
+    naming it (for callers that hand the file to Lightning, whose own errors name no file)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint file not found; pass a .ckpt a bertlab run wrote")
+    if "state_dict" not in _read_ckpt(p):
+        raise CheckpointError(f"{p}: has no state_dict; it is not a Lightning checkpoint")
+    return p
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
@@ -165,11 +240,14 @@ def read_checkpoint(path: str | Path) -> tuple[BertConfig, dict[str, Tensor]]:
         return read_folder_config(folder), read_folder_state(folder)
     ckpt = _read_ckpt(p)
     hparams = ckpt.get("hyper_parameters", {})
-    if "model_config" not in hparams:
-        raise CheckpointError(f"{p}: not a bertlab checkpoint (no model_config in hyper_parameters)")
+    if not isinstance(hparams, dict) or "model_config" not in hparams or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{p}: not a bertlab checkpoint (no model_config in hyper_parameters, or no state_dict); pass a "
+            "bertlab run's .ckpt or a transformers folder"
+        )
     # the task module holds the model as `self.model`: its entries, without the prefix, are the model's
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    return BertConfig.from_dict(dict(hparams["model_config"])), state
+    return _config(dict(hparams["model_config"]), p), state
 
 
 def checkpoint_vocabulary(path: str | Path) -> str | None:
@@ -240,6 +318,7 @@ __all__ = [
     "SIZE_FIELDS",
     "CheckpointError",
     "MissingCheckpointError",
+    "check_ckpt_file",
     "check_size",
     "checkpoint_vocabulary",
     "download",
