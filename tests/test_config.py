@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from bertlab.model import BertConfig
-from bertlab.run import model_config
+from bertlab.run_plan import model_config
 from tests.hydra_helpers import REPO, compose_cfg
 
 MODELS = {  # layers, hidden, heads as the issue lists them
