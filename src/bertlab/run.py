@@ -142,13 +142,14 @@ def continue_run(cfg: DictConfig) -> int | None:
     """
     here = Path(cfg.paths.output_dir)
     ckpt = resolve_fit_checkpoint(str(cfg.ckpt), outputs=here.parent)
+    step = checkpoint_step(ckpt)  # first: a file that is no checkpoint stops here, in one line
     folder = run_folder_of(ckpt)
     with open_dict(cfg):
         cfg.ckpt = str(ckpt)
         if folder is not None and folder.resolve() != here.resolve():
             cfg.paths.output_dir = str(folder)
     log.info("resuming %s: the run continues in %s", ckpt, folder or here)
-    return checkpoint_step(ckpt)
+    return step
 
 
 def main(cfg: DictConfig) -> dict[str, float]:
