@@ -1,23 +1,19 @@
 """The issue's named bad inputs through train.py, as a new user meets them: exit status 2, one line
 `error: <message>` naming the file or the config key with its fix, and no traceback.
 
-One subprocess each (~10 s); tests/test_bad_input.py covers every class of bad input in-process.
+Each runs train.py's command line in-process (tests/cli.py; BERTLAB_TEST_SUBPROCESS=1: a real subprocess);
+tests/test_bad_input.py covers every class of bad input through bertlab.run.main.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-ENV.pop("HYDRA_FULL_ERROR", None)
+from tests.cli import offline_env, run_train
 
 
 def glue_copy(shared: Path, out: Path, corrupt: Callable[[bytes], bytes] = lambda b: b) -> Path:
@@ -121,14 +117,7 @@ def test_bad_input_is_one_error_line(case: str, shared_data: Path, minilm_dir: P
         f"hydra.run.dir={tmp_path / 'run'}",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args, *common],
-        cwd=REPO,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_train([*args, *common], env=offline_env())
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]

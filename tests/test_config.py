@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from omegaconf import OmegaConf
 
 from bertlab.model import BertConfig
 from bertlab.run_plan import model_config
+from tests.cli import run_train
 from tests.hydra_helpers import REPO, compose_cfg
 
 MODELS = {  # layers, hidden, heads as the issue lists them
@@ -70,13 +69,7 @@ def test_unknown_config_name_fails_with_the_choices(tmp_path: Path) -> None:
 
 
 def test_cli_unknown_task_is_one_clear_line(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "train.py", "task=nosuchtask", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_train(["task=nosuchtask", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode != 0
     assert "Could not find 'task/nosuchtask'" in proc.stderr
     assert "Available options" in proc.stderr and "pretrain" in proc.stderr
@@ -133,13 +126,7 @@ def test_lamb_trains_a_few_steps(tmp_path: Path) -> None:
 
 def test_renamed_option_is_one_line_error(tmp_path: Path) -> None:
     """An old option name stops train.py before Hydra with one line naming the new key (exit status 2)."""
-    proc = subprocess.run(
-        [sys.executable, "train.py", "data.max_seq_len=64", f"hydra.run.dir={tmp_path}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_train(["data.max_seq_len=64", f"hydra.run.dir={tmp_path}"])
     assert proc.returncode == 2
     assert proc.stderr == "error: data.max_seq_len was renamed to data.max_seq_length\n"
     assert proc.stdout == "" and not list(tmp_path.iterdir())
@@ -160,10 +147,7 @@ def test_renamed_error_forms() -> None:
 def test_cfg_job_resolve_prints_derived_labels_and_checkpoint() -> None:
     """`--cfg job --resolve` resolves ${labels:...} into the printed config (a list value must be a ListConfig)
     and shows the headline command's checkpoint: the size's published one."""
-    out = subprocess.run(
-        [sys.executable, "train.py", "model=bert_large", "task=mnli", "--cfg", "job", "--resolve"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    out = run_train(["model=bert_large", "task=mnli", "--cfg", "job", "--resolve"])
     assert out.returncode == 0, out.stderr[-2000:]
     assert "- contradiction" in out.stdout and "${labels" not in out.stdout
     assert "\npretrained: bert-large-uncased\n" in out.stdout

@@ -4,9 +4,6 @@ tokens and probabilities as transformers' fill-mask pipeline on the export, one 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,8 @@ import torch
 from bertlab.data.errors import DataError
 from bertlab.model.checkpoint import CheckpointError
 from bertlab.run import ConfigError, main
-from tests.hydra_helpers import REPO, compose_cfg
+from tests.cli import offline_env, run_train
+from tests.hydra_helpers import compose_cfg
 
 SENTENCES = ["the [MASK] returns a new list .", "[MASK] module of the [MASK] library ."]
 K = 7
@@ -96,10 +94,7 @@ def test_command_line_with_a_sentence_file(pretrained: Path, tmp_path: Path) -> 
         f"hydra.run.dir={run}",
         f"paths.cache_dir={tmp_path / 'cache'}",
     ]
-    env = os.environ | {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
-    )
+    proc = run_train(args, env=offline_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (run / "train.log").read_text()
     assert f"{text}:3 '[MASK] module of the [MASK] library .' [MASK] 2/2: " in log

@@ -5,9 +5,6 @@ and counted (train/skipped_nonfinite, metrics.json)."""
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,7 +17,8 @@ from lightning.pytorch.callbacks import Callback
 from bertlab.guard import GuardConfigError, NonFiniteGuard, NonFiniteLoss
 from bertlab.run import main
 from bertlab.tasks.classification import SequenceClassificationTask
-from tests.hydra_helpers import REPO, compose_cfg
+from tests.cli import offline_env, run_train
+from tests.hydra_helpers import compose_cfg
 from tests.test_best_checkpoint import TINY, write_keyword_sst2
 
 STEPS_PER_EPOCH = 5  # 37 training rows at batch 8
@@ -149,11 +147,7 @@ def test_train_py_prints_one_line_and_exits_2(data: Path, minilm_dir: Path, tmp_
         f"+callbacks.poison._target_={__name__}.PoisonWeightsAtStep2",
         f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path / 'cache'}",
     ]  # fmt: skip
-    env = os.environ | {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    proc = subprocess.run(
-        [sys.executable, "train.py", *args], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
-    )
+    proc = run_train(args, env=offline_env())
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]

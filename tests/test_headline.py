@@ -1,14 +1,12 @@
 """The headline command, `python train.py model=bert_large task=mnli`: the published checkpoint by default,
 one line when the checkpoint or the data cannot be had, a fine-tuning run when they can, and label names
 in the export. (`--cfg job --resolve` showing `pretrained: bert-large-uncased` is checked in test_config.py,
-in the one `--cfg job` subprocess the suite runs.)"""
+in the one `--cfg job` run of train.py the suite makes.) train.py runs in-process (tests/cli.py)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,8 +16,9 @@ from bertlab.model import BertForSequenceClassification, BertForTokenClassificat
 from bertlab.model.checkpoint import MissingCheckpointError
 from bertlab.model.convert import write_folder
 from bertlab.run import ConfigError, main, plan_run
+from tests.cli import CompletedRun, run_train
 from tests.fixtures_glue import write_mnli
-from tests.hydra_helpers import REPO, compose_cfg
+from tests.hydra_helpers import compose_cfg
 from tests.tiny import tiny_config
 
 PUBLISHED = {
@@ -32,20 +31,13 @@ PUBLISHED = {
 }
 
 
-def train(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def train(args: list[str], tmp_path: Path, **env: str) -> CompletedRun:
     """`python train.py ARGS` offline, its run, caches and hub cache inside tmp_path."""
     environ = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_CACHE", "HYDRA_FULL_ERROR")}
     environ |= {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
                 "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", **env}  # fmt: skip
     args = [*args, f"hydra.run.dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}"]
-    return subprocess.run(
-        [sys.executable, "train.py", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=environ,
-    )
+    return run_train(args, env=environ)
 
 
 @pytest.mark.parametrize("model", sorted(PUBLISHED))

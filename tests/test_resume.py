@@ -35,6 +35,7 @@ from bertlab.resume import (
     set_rng_states,
 )
 from bertlab.run_folder import CheckpointNotFound
+from tests.cli import run_train
 from tests.fixtures_glue import write_qqp
 from tests.hydra_helpers import REPO
 
@@ -251,12 +252,8 @@ def test_ckpt_names_a_file_a_run_folder_or_last(tmp_path: Path) -> None:
 
 
 def test_ckpt_not_found_is_one_line(tmp_path: Path) -> None:
-    proc = train(
-        ["ckpt=last", "logger=csv"],
-        tmp_path / "outputs" / "pretrain" / "run",
-        tmp_path / "cache",
-        check=False,
-    )
+    run, cache = tmp_path / "outputs" / "pretrain" / "run", tmp_path / "cache"
+    proc = run_train(["ckpt=last", "logger=csv", f"hydra.run.dir={run}", f"paths.cache_dir={cache}"], env=ENV)
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ckpt=last: no run folder under ") and "outputs/pretrain has" in last
