@@ -6,6 +6,9 @@ Attribute names are those of transformers' `modeling_bert.py`, so published chec
 Where we differ from transformers (same numbers, different work): when a batch has padding and
 `config.unpad` is set, the dense layers run on the real tokens only and attention on length buckets
 (`model/unpad.py`); outputs at padded positions are zeros instead of transformers' meaningless values.
+
+`config.is_decoder` (the paper's left-to-right model) makes every self-attention causal, as transformers
+does for that flag: a position attends to itself and earlier real tokens.
 """
 
 from __future__ import annotations
@@ -52,8 +55,19 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
+def causal_mask(keys: Tensor) -> Tensor:
+    """Key-padding mask `(B, 1, 1, T)` bool -> `(B, 1, T, T)`: key j is attended from query i when it is
+    real and j <= i. A query with no such key (padding before the first real token) attends to itself,
+    so SDPA returns numbers rather than NaN there; real queries always see themselves, so are unchanged."""
+    length = keys.shape[-1]
+    allowed = keys & torch.ones(length, length, dtype=torch.bool, device=keys.device).tril()
+    eye = torch.eye(length, dtype=torch.bool, device=keys.device)
+    return allowed | (eye & ~allowed.any(-1, keepdim=True))
+
+
 class BertSelfAttention(nn.Module):
-    """Multi-head scaled dot-product attention: `(B, T, H)` -> `(B, T, H)` under a key-padding mask."""
+    """Multi-head scaled dot-product attention: `(B, T, H)` -> `(B, T, H)` under a key-padding mask
+    (and, with `config.is_decoder`, causal)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
@@ -62,28 +76,40 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
+        self.is_causal = config.is_decoder
 
     def forward(self, x: Tensor, mask: Tensor | None, padding: Padding | None) -> Tensor:
-        """x `(B, T, H)` or packed `(N, H)`; mask `(B, 1, 1, T)` bool (True = attend) or None."""
+        """x `(B, T, H)` or packed `(N, H)`; mask bool (True = attend) or None: `(B, 1, 1, T)`, or under
+        is_decoder `(B, 1, T, T)` with the causal part in it (`causal_mask`)."""
         # one GEMM for q, k, v: cheaper than three and the same numbers
         w = torch.cat((self.query.weight, self.key.weight, self.value.weight))
         b = torch.cat((self.query.bias, self.key.bias, self.value.bias))
         qkv = F.linear(x, w, b)
         if padding is None:
-            return self.attend(qkv, mask)
+            # no padding: SDPA's own causal flag; with padding the mask already holds the causal part
+            return self.attend(qkv, mask, causal=self.is_causal and mask is None)
         if not padding.shapes:  # padding only, no token to attend from
             return qkv[:, : self.num_heads * self.head_dim]
-        # attention needs a grid: one per length bucket
+        # attention needs a grid: one per length bucket. A bucket row holds its sequence's real tokens in
+        # order from slot 0, then padded slots; causally, a real query only reaches earlier slots, all real,
+        # so the causal flag alone is the whole mask (padded-slot queries are never read back).
+        masks = [None] * len(padding.shapes) if self.is_causal else padding.masks
         return padding.from_buckets(
-            [self.attend(part, m) for part, m in zip(padding.to_buckets(qkv), padding.masks)]
+            [self.attend(part, m, self.is_causal) for part, m in zip(padding.to_buckets(qkv), masks)]
         )
 
-    def attend(self, qkv: Tensor, mask: Tensor | None) -> Tensor:
-        """Fused projections `(B, T, 3H)` -> context `(B, T, H)`; mask `(B, 1, 1, T)` bool or None."""
+    def attend(self, qkv: Tensor, mask: Tensor | None, causal: bool = False) -> Tensor:
+        """Fused projections `(B, T, 3H)` -> context `(B, T, H)`; mask bool `(B, 1, 1|T, T)` or None;
+        causal: SDPA's lower-triangular mask (only with mask None)."""
         batch, length, _ = qkv.shape
         qkv = qkv.view(batch, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         ctx = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0
+            qkv[0],
+            qkv[1],
+            qkv[2],
+            attn_mask=mask,
+            dropout_p=self.dropout_p if self.training else 0.0,
+            is_causal=causal,
         )  # (B, heads, T, head_dim)
         return ctx.transpose(1, 2).reshape(batch, length, -1)
 
@@ -261,6 +287,8 @@ class BertModel(PreTrainedMixin, nn.Module):
         mask: Tensor | None = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): keys to attend to
+            if self.config.is_decoder and not self.config.unpad:
+                mask = causal_mask(mask)  # (B, 1, T, T); the unpadded path is causal per bucket
             if self.config.unpad:
                 padding = Padding(attention_mask)
                 input_ids, token_type_ids, position_ids = (

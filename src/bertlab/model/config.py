@@ -27,6 +27,9 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     classifier_dropout: float | None = None  # None: use hidden_dropout_prob, as transformers
+    # causal self-attention (a position attends to itself and earlier ones): the paper's LTR model;
+    # transformers' name, so its BertModel / BertLMHeadModel apply the same mask to an export
+    is_decoder: bool = False
     # bertlab-only: run dense layers on real tokens only when a batch has padding (same numbers).
     unpad: bool = True
 
@@ -66,6 +69,11 @@ class BertConfig:
         (architectures, id2label, transformers_version, ...)."""
         names = {f.name for f in dataclasses.fields(cls)}
         pos = values.get("position_embedding_type", "absolute")
+        if values.get("add_cross_attention"):
+            raise ValueError(
+                "add_cross_attention is true: encoder-decoder BERT has cross-attention layers bertlab does "
+                "not build; use a config.json with add_cross_attention false (is_decoder alone is supported)"
+            )
         if pos != "absolute":
             raise ValueError(f"position_embedding_type {pos!r} is not BERT's; only 'absolute' is supported")
         return cls(**{k: v for k, v in values.items() if k in names})

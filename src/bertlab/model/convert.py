@@ -48,6 +48,7 @@ def map_keys(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tens
     expects_prefix = any(k.startswith("bert.") for k in model.state_dict())
     has_heads_module = hasattr(model, "cls")
     has_pooler = any(k.removeprefix("bert.").startswith("pooler.") for k in model.state_dict())
+    has_nsp = any(k.startswith("cls.seq_relationship.") for k in model.state_dict())
     mapped: dict[str, Tensor] = {}
     dropped: list[str] = []
     for key, value in state.items():
@@ -64,6 +65,9 @@ def map_keys(state: dict[str, Tensor], model: nn.Module) -> tuple[dict[str, Tens
             continue
         if key.removeprefix("bert.").startswith("pooler.") and not has_pooler:
             dropped.append(key)  # token-level heads (NER, SQuAD) have no pooler, as in transformers
+            continue
+        if key.startswith("cls.seq_relationship.") and not has_nsp:
+            dropped.append(key)  # an MLM-only (No NSP) or LTR model starts from BERT without its NSP head
             continue
         mapped[key] = value
     for alias, target in TIED.items():
@@ -152,6 +156,9 @@ def write_folder(
     out.mkdir(parents=True, exist_ok=True)
     config: BertConfig = model.config  # type: ignore[assignment]
     values = config.to_dict() | {"architectures": [type(model).__name__], "tie_word_embeddings": True}
+    # no cross-attention layers (transformers' default, written out): with is_decoder true, transformers'
+    # BertModel / BertLMHeadModel are the same causal encoder as ours
+    values["add_cross_attention"] = False
     if hasattr(model, "num_labels"):
         n = int(model.num_labels)  # type: ignore[arg-type]
         names = list(label_names or [])

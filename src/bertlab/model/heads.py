@@ -162,3 +162,72 @@ class BertForMultipleChoice(_EncoderWithHead):
         ]
         pooled = self.bert(flat[0], flat[1], flat[2]).pooler_output  # (B*C, H)
         return self.classifier(self.dropout(pooled)).view(batch, choices)
+
+
+class BertOnlyMLMHead(nn.Module):
+    """The vocabulary projection alone, under transformers' name `cls.predictions`."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.predictions = BertLMPredictionHead(config)
+
+
+class BertForMaskedLM(PreTrainedMixin, nn.Module):
+    """Encoder (no pooler) + MLM head, as transformers' BertForMaskedLM (`bert.*`, `cls.predictions.*`, the
+    decoder tied to the word embeddings): the paper's "No NSP" pre-training model. The class name becomes
+    config.json's `architectures`, so the export loads there strictly."""
+
+    def __init__(self, config: BertConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self.cls = BertOnlyMLMHead(config)
+        self.cls.apply(lambda m: init_weights(m, config.initializer_range))
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """Share the decoder matrix with the input word embeddings, as BertForPreTraining."""
+        self.cls.predictions.decoder.weight = self.bert.embeddings.word_embeddings.weight
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+        masked_positions: Tensor | None = None,
+    ) -> Tensor:
+        """ids `(B, T)`; masked_positions bool `(B, T)` -> logits `(M, V)` of those positions in row-major
+        order, else `(B, T, V)`. The vocabulary projection runs only where something is predicted."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        if masked_positions is not None:
+            hidden = hidden[masked_positions]  # (M, H)
+        return self.cls.predictions(hidden)
+
+
+class BertLMHeadModel(BertForMaskedLM):
+    """The paper's left-to-right LM ("LTR & No NSP"): `BertForMaskedLM`'s layout over a causal encoder
+    (`config.is_decoder`), whose projection at position t predicts the token at t + 1, as transformers'
+    BertLMHeadModel, which loads the export strictly and applies the same causal mask.
+
+    Loss (in the task, not here): `positions, targets = next_token_targets(ids, mask)`, then
+    `cross_entropy(model(ids, mask, types, masked_positions=positions), targets)`.
+    """
+
+    def __init__(self, config: BertConfig) -> None:
+        if not config.is_decoder:
+            raise ValueError(
+                "BertLMHeadModel needs a causal encoder, or each position sees the token it predicts; "
+                "set the model config's is_decoder: true"
+            )
+        super().__init__(config)
+
+
+def next_token_targets(input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Where an LTR model predicts and what: positions bool `(B, T)` (t is real and t + 1 is real; the last
+    column never) and targets `(M,)` (the token at t + 1, row-major, what `model(..., masked_positions=positions)` pairs
+    with). Mean cross-entropy over them equals transformers' BertLMHeadModel loss with
+    `labels = input_ids` with padding set to -100, on right-padded batches."""
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    positions = torch.zeros_like(real)
+    positions[:, :-1] = real[:, :-1] & real[:, 1:]
+    return positions, input_ids[:, 1:][positions[:, :-1]]
