@@ -124,7 +124,7 @@ class MaskingCollator:
     `mask_batch` in the main process with the DataModule's generator, whose state the checkpoint keeps:
     a resumed run then draws the masks an uninterrupted one would (`PretrainDataModule.make_loader`).
     Returns `input_ids`, `token_type_ids`, `attention_mask`, `mlm_labels` (B, T) long and
-    `next_sentence_label` (B,) long.
+    `next_sentence_label` (B,) long (only when the instances have it: MLM-only ones do not).
     """
 
     def __init__(
@@ -193,8 +193,9 @@ class MaskingCollator:
             "input_ids": input_ids,
             "token_type_ids": pad_sequences([e["token_type_ids"] for e in examples], 0),
             "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long(),
-            "next_sentence_label": torch.tensor([int(e["next_sentence_label"]) for e in examples]),
         }
+        if "next_sentence_label" in examples[0]:  # MLM-only instances (data.nsp=false) have none
+            batch["next_sentence_label"] = torch.tensor([int(e["next_sentence_label"]) for e in examples])
         if "mlm_labels" in examples[0]:
             batch["mlm_labels"] = pad_sequences([e["mlm_labels"] for e in examples], IGNORE_INDEX)
         return batch
@@ -208,4 +209,4 @@ class MaskingCollator:
         if "mlm_labels" not in out:
             out["input_ids"], out["mlm_labels"] = self.mask(out["input_ids"], generator)
         order = ("input_ids", "token_type_ids", "attention_mask", "mlm_labels", "next_sentence_label")
-        return {key: out[key] for key in order}
+        return {key: out[key] for key in order if key in out}

@@ -7,6 +7,10 @@ the chunk (IsNext) or, with probability `nsp_prob`, text from a random other doc
 the unused segments are put back; the longer of A and B is trimmed from a random end until the pair fits.
 Labels use transformers' convention: `next_sentence_label` 0 = IsNext, 1 = NotNext.
 
+Without NSP (the paper's Table 5 "No NSP" ablation), `create_segment_instances` packs each document's
+contiguous sentences into one segment `[CLS] text [SEP]` filling the length: RoBERTa's DOC-SENTENCES
+(segments never cross a document boundary, no random next sentence, token types all 0, no label).
+
 Where we differ from the original, on purpose: the original forces a random B whenever a chunk holds a
 single segment (a document's leftover last sentence, or one sentence longer than the target): on 8000
 documents of the development Wikipedia dump at length 128 that gives 43% IsNext, not 50%. Here a chunk
@@ -117,6 +121,76 @@ def create_instances_from_document(
     return instances
 
 
+class Segment(TypedDict):
+    """One MLM-only example before padding: `[CLS] text [SEP]` ids and its token types (all 0)."""
+
+    input_ids: list[int]
+    token_type_ids: list[int]
+
+
+def create_segments_from_document(
+    document: Sequence[Sequence[int]],
+    max_seq_length: int,
+    rng: random.Random,
+    cls_id: int,
+    sep_id: int,
+    short_seq_prob: float = 0.1,
+) -> list[Segment]:
+    """DOC-SENTENCES segments of one document: whole contiguous sentences packed up to the target length
+    (`max_seq_length - 2`, or with probability `short_seq_prob` a random shorter one, drawn per segment as
+    the NSP path draws it per chunk); a sentence longer than the target is cut into target-sized pieces."""
+    if max_seq_length < 3:
+        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for [CLS] text [SEP]; use >= 3")
+    max_num_tokens = max_seq_length - 2
+
+    def draw_target() -> int:
+        short = rng.random() < short_seq_prob
+        return rng.randint(1, max_num_tokens) if short and max_num_tokens > 1 else max_num_tokens
+
+    out: list[Segment] = []
+    tokens: list[int] = []
+    target = draw_target()
+
+    def close() -> None:
+        nonlocal tokens, target
+        if tokens:
+            out.append({"input_ids": [cls_id, *tokens, sep_id], "token_type_ids": [0] * (len(tokens) + 2)})
+        tokens, target = [], draw_target()
+
+    for sentence in document:
+        if tokens and len(tokens) + len(sentence) > target:
+            close()  # whole sentences: the next one starts a new segment
+        rest = list(sentence)
+        while len(rest) > target - len(tokens):  # a sentence too long for a whole segment: cut it
+            cut = target - len(tokens)
+            tokens.extend(rest[:cut])
+            rest = rest[cut:]
+            close()
+        tokens.extend(rest)
+    close()
+    return out
+
+
+def create_segment_instances(
+    all_documents: Sequence[Sequence[Sequence[int]]],
+    max_seq_length: int,
+    rng: random.Random,
+    cls_id: int,
+    sep_id: int,
+    short_seq_prob: float = 0.1,
+    dupe_factor: int = 1,
+) -> list[Segment]:
+    """MLM-only segments of every document, `dupe_factor` passes (different short targets), shuffled."""
+    segments: list[Segment] = []
+    for _ in range(dupe_factor):
+        for document in all_documents:
+            segments.extend(
+                create_segments_from_document(document, max_seq_length, rng, cls_id, sep_id, short_seq_prob)
+            )
+    rng.shuffle(segments)
+    return segments
+
+
 def create_instances(
     all_documents: Sequence[Sequence[Sequence[int]]],
     max_seq_length: int,
@@ -144,8 +218,11 @@ __all__ = [
     "IS_NEXT",
     "NOT_NEXT",
     "Instance",
+    "Segment",
     "create_instances",
     "create_instances_from_document",
+    "create_segment_instances",
+    "create_segments_from_document",
     "make_instance",
     "truncate_seq_pair",
 ]

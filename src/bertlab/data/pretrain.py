@@ -73,7 +73,9 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
     with `corpus_split`) or "pydoc"; `tokenizer` is a vocab.txt, tokenizer.json, folder or hub name, or None
     to train a `vocab_size` WordPiece on the training documents into `cache_dir/tokenizer/` (`vocab_path`);
     `lowercase` applies to a trained vocabulary and a bare vocab.txt, while a tokenizer.json keeps its own;
-    `shard_docs` documents share one pool of random NSP partners.
+    `shard_docs` documents share one pool of random NSP partners. `nsp=False` (the "No NSP" ablation)
+    builds one contiguous segment per instance instead (`nsp.create_segment_instances`: DOC-SENTENCES,
+    token types all 0) and its batches have no `next_sentence_label`; `nsp_prob` is then unused.
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"seed": 0}
@@ -89,6 +91,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         lowercase: bool = True,
         short_seq_prob: float = 0.1,
         nsp_prob: float = 0.5,
+        nsp: bool = True,
         mlm_probability: float = 0.15,
         mask_token_prob: float = 0.8,
         random_token_prob: float = 0.1,
@@ -120,7 +123,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         self.corpus = str(path) if path is not None else str(corpus)
         self.format, self.text_field, self.corpus_split = format, text_field, corpus_split
         self.vocab_size, self.lowercase = vocab_size, lowercase
-        self.short_seq_prob, self.nsp_prob = short_seq_prob, nsp_prob
+        self.short_seq_prob, self.nsp_prob, self.nsp = short_seq_prob, nsp_prob, bool(nsp)
         self.mlm_probability, self.mask_token_prob = mlm_probability, mask_token_prob
         self.random_token_prob, self.whole_word_masking = random_token_prob, whole_word_masking
         self.static_masking, self.dupe_factor = static_masking, dupe_factor
@@ -131,9 +134,18 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
 
     # --- keys and paths -----------------------------------------------------------------------------------
 
+    def _settings(self) -> dict[str, Any]:
+        """The hparams that key the instances; `nsp` only when off, so MLM + NSP keys stay as they were."""
+        settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        if settings.get("nsp", True):
+            settings.pop("nsp", None)
+        else:
+            settings["layout"] = "doc-sentences"  # a different instance layout, a different cache
+        return settings
+
     def _data_dir(self, corpus: str, tokenizer: Tokenizer) -> Path:
         """Cache folder of the instances for this corpus, tokenizer and every instance/masking setting."""
-        settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        settings = self._settings()
         # the test corpus is cached on its own (`_test_data`); None keeps train/val keys as they were
         settings["test_file"] = None
         return self.cache_dir / "pretrain" / data_key(corpus, tokenizer, settings)
@@ -184,6 +196,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
             shard_docs=self.shard_docs,
             num_proc=self.num_proc,
             desc=desc,
+            nsp=self.nsp,
         )
 
     def _build(self, with_train: bool = True) -> Path:
@@ -258,7 +271,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         test_file = str(self.files["test"])
         source = resolve_corpus(test_file, "auto" if self.format == "pydoc" else self.format)
         key = corpus_key(source, self.text_field, self.corpus_split, self.max_eval_examples)
-        settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        settings = self._settings()
         folder = self.cache_dir / "pretrain" / data_key(f"test:{key}", self.tokenizer, settings)
         if not (folder / "done.json").is_file():
             docs, usable = read_documents(

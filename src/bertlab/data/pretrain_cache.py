@@ -33,7 +33,7 @@ from tokenizers import Tokenizer
 from bertlab.data.corpus import CorpusSource, no_usable_documents, usable_documents
 from bertlab.data.errors import DataError
 from bertlab.data.masking import MaskingCollator, pad_sequences
-from bertlab.data.nsp import create_instances
+from bertlab.data.nsp import create_instances, create_segment_instances
 from bertlab.data.progress import datasets_step
 from bertlab.data.tokenizer import load_tokenizer, special_ids, train_wordpiece
 
@@ -203,18 +203,29 @@ def _instances_batch(
     dupe_factor: int,
     seed: int,
     masking: dict[str, Any] | None,
+    nsp: bool = True,
 ) -> dict[str, list[Any]]:
-    """Instances of one shard of documents (random B within the shard); masked here when `masking` is set."""
+    """Instances of one shard of documents (random B within the shard; without `nsp`, one contiguous
+    segment each and no `next_sentence_label`); masked here when `masking` is set."""
     docs = batch["segments"]
     rng = random.Random(f"{seed}:{indices[0]}")  # str seeds are stable across runs and processes
-    instances = create_instances(
-        docs, max_seq_length, rng, cls_id, sep_id, short_seq_prob, nsp_prob, dupe_factor
-    )
-    out: dict[str, list[Any]] = {
-        "input_ids": [x["input_ids"] for x in instances],
-        "token_type_ids": [x["token_type_ids"] for x in instances],
-        "next_sentence_label": [x["next_sentence_label"] for x in instances],
-    }
+    if not nsp:
+        segments = create_segment_instances(
+            docs, max_seq_length, rng, cls_id, sep_id, short_seq_prob, dupe_factor
+        )
+        out: dict[str, list[Any]] = {
+            "input_ids": [x["input_ids"] for x in segments],
+            "token_type_ids": [x["token_type_ids"] for x in segments],
+        }
+    else:
+        instances = create_instances(
+            docs, max_seq_length, rng, cls_id, sep_id, short_seq_prob, nsp_prob, dupe_factor
+        )
+        out = {
+            "input_ids": [x["input_ids"] for x in instances],
+            "token_type_ids": [x["token_type_ids"] for x in instances],
+            "next_sentence_label": [x["next_sentence_label"] for x in instances],
+        }
     if masking is not None:
         out["input_ids"], out["mlm_labels"] = _static_mask(out["input_ids"], masking, rng.getrandbits(63))
     return out
@@ -310,8 +321,10 @@ def build_instances(
     shard_docs: int,
     num_proc: int,
     desc: str,
+    nsp: bool = True,
 ) -> Any:
-    """Tokenise documents and build NSP instances (masked when `masking` is set): a datasets.Dataset.
+    """Tokenise documents and build NSP instances (`nsp=False`: MLM-only segments, no
+    `next_sentence_label` column), masked when `masking` is set: a datasets.Dataset.
 
     `tokenizer` must have padding and truncation off: sentences are encoded whole.
     """
@@ -334,8 +347,9 @@ def build_instances(
     features = {
         "input_ids": datasets.Sequence(datasets.Value("int32")),
         "token_type_ids": datasets.Sequence(datasets.Value("int8")),
-        "next_sentence_label": datasets.Value("int8"),
     }
+    if nsp:
+        features["next_sentence_label"] = datasets.Value("int8")
     if masking is not None:
         features["mlm_labels"] = datasets.Sequence(datasets.Value("int32"))
     with datasets_step(f"building {desc} instances", len(docs)):
@@ -357,6 +371,7 @@ def build_instances(
                 "dupe_factor": dupe_factor,
                 "seed": seed,
                 "masking": masking,
+                "nsp": nsp,
             },
         )
 

@@ -1,4 +1,6 @@
-"""Pre-training: masked language modelling + next sentence prediction (loss = MLM + NSP).
+"""Pre-training: masked language modelling + next sentence prediction (loss = MLM + NSP), or with
+`objective=mlm` (the paper's "No NSP" ablation, Table 5) MLM alone: a `BertForMaskedLM` with no pooler and
+no NSP classifier, loss = MLM loss, fed by `data.nsp=false` segments (`task=pretrain_mlm` sets both).
 
 `mode=test` scores a checkpoint as it is (`pretrained=` a transformers folder or bertlab .ckpt, or `ckpt=`):
 `test/mlm_acc`, `test/perplexity`, `test/nsp_acc` and the losses on held-out documents. A checkpoint
@@ -18,17 +20,20 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from bertlab.model.checkpoint import CheckpointError, load_checkpoint
-from bertlab.model.heads import BertForPreTraining
+from bertlab.model.heads import BertForMaskedLM, BertForPreTraining
 from bertlab.tasks.base import BertTask
 
 log = logging.getLogger(__name__)
 MLM_HEAD = ("cls.predictions.",)
 NSP_HEAD = ("cls.seq_relationship.", "bert.pooler.")  # the NSP classifier reads the pooled [CLS]
+OBJECTIVES = ("mlm_nsp", "mlm")
 
 
-def pretraining_model(task: BertTask) -> tuple[BertForPreTraining, list[str]]:
-    """`BertForPreTraining` with `task.pretrained` loaded (heads it lacks start fresh), and those fresh keys."""
-    model = BertForPreTraining(task.model_config)
+def pretraining_model(task: BertTask) -> tuple[nn.Module, list[str]]:
+    """`BertForPreTraining` (or `BertForMaskedLM` for `objective=mlm`) with `task.pretrained` loaded (heads
+    it lacks start fresh), and those fresh keys."""
+    mlm_only = getattr(task, "objective", "mlm_nsp") == "mlm"
+    model = BertForMaskedLM(task.model_config) if mlm_only else BertForPreTraining(task.model_config)
     fresh = load_checkpoint(model, task.pretrained, new_heads=True) if task.pretrained else []
     return model, fresh
 
@@ -51,17 +56,24 @@ class PreTrainingTask(BertTask):
     def __init__(
         self,
         model_config: dict[str, Any],
+        objective: str = "mlm_nsp",
         **shared: Any,
     ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"task.module.objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
         super().__init__(model_config, **shared)
+        self.objective = objective
         self.model, self.fresh = pretraining_model(self)
-        self.score_nsp = True  # False: the evaluated checkpoint has no NSP head (check_heads)
+        # False: MLM only, or the evaluated checkpoint has no NSP head (check_heads)
+        self.score_nsp = objective == "mlm_nsp"
         # token-weighted mean MLM loss per evaluation stage, for that stage's perplexity
         self.eval_mlm_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
 
     def check_heads(self) -> None:
         """Before mode=test scores `pretrained` as it is: no MLM head is an error, no NSP head skips NSP."""
         check_mlm_head(self.pretrained, self.fresh, "held-out MLM accuracy and perplexity")
+        if not self.score_nsp:
+            return
         missing = [k for k in self.fresh if k.startswith(NSP_HEAD)]
         if missing:
             self.score_nsp = False
@@ -76,27 +88,36 @@ class PreTrainingTask(BertTask):
         """Losses and accuracies of one batch; the vocabulary projection runs on masked positions only."""
         labels = batch["mlm_labels"]
         masked = labels != -100
-        mlm_logits, nsp_logits = self.model(
-            batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], masked_positions=masked
-        )
+        inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+        if self.objective == "mlm":
+            mlm_logits, nsp_logits = self.model(*inputs, masked_positions=masked), None
+        else:
+            if "next_sentence_label" not in batch:
+                raise ValueError(
+                    "task.module.objective=mlm_nsp needs next-sentence pairs, but data.nsp=false built "
+                    "none: set data.nsp=true, or task.module.objective=mlm (or use task=pretrain_mlm)"
+                )
+            mlm_logits, nsp_logits = self.model(*inputs, masked_positions=masked)
         targets = labels[masked]  # (M,)
         mlm_loss = F.cross_entropy(mlm_logits.float(), targets)
-        nsp_loss = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"])
-        return {
-            "loss": mlm_loss + nsp_loss,
+        out = {
+            "loss": mlm_loss,
             "mlm_loss": mlm_loss,
-            "nsp_loss": nsp_loss,
             "mlm_acc": (mlm_logits.argmax(-1) == targets).float().mean(),
-            "nsp_acc": (nsp_logits.argmax(-1) == batch["next_sentence_label"]).float().mean(),
             "num_masked": targets.new_tensor(targets.numel()),
         }
+        if nsp_logits is not None:
+            nsp_loss = F.cross_entropy(nsp_logits.float(), batch["next_sentence_label"])
+            out["loss"] = mlm_loss + nsp_loss
+            out["nsp_loss"] = nsp_loss
+            out["nsp_acc"] = (nsp_logits.argmax(-1) == batch["next_sentence_label"]).float().mean()
+        return out
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         out = self.step(batch)
         size = batch["input_ids"].shape[0]
-        self.log_metrics(
-            "train", {k: out[k] for k in ("loss", "mlm_loss", "nsp_loss", "nsp_acc")}, size, prog_bar=True
-        )
+        keys = ("loss", "mlm_loss", "nsp_loss", "nsp_acc")
+        self.log_metrics("train", {k: out[k] for k in keys if k in out}, size, prog_bar=True)
         self.log_metrics(
             "train",
             {"mlm_acc": out["mlm_acc"], "perplexity": out["mlm_loss"].detach().exp()},
