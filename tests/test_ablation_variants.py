@@ -19,7 +19,7 @@ from bertlab.model.heads import BertForMaskedLM
 from bertlab.run import main
 from bertlab.tasks.pretrain import PreTrainingTask
 from tests.hydra_helpers import compose_cfg
-from tests.tiny import TINY
+from tests.tiny import TINY, tiny_pretraining_run
 
 CLS, SEP = 2, 3
 # Table 8: MASK/SAME/RND percentages of the selected tokens -> (mask_token_prob, random_token_prob)
@@ -136,25 +136,7 @@ def test_table8_masking_mix_rates(mix: str, minilm_dir: Path, tmp_path: Path) ->
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_no_nsp_pretraining_runs_and_exports_a_masked_lm(minilm_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    overrides = [
-        "task=pretrain_mlm",
-        f"tokenizer={minilm_dir / 'vocab.txt'}",
-        "model=bert_tiny",
-        "model.hidden_size=36",
-        "model.num_attention_heads=3",
-        "model.intermediate_size=53",
-        "model.vocab_size=30522",
-        "logger=csv",
-        "hardware.precision=32-true",
-        "data.max_train_examples=40",
-        "data.val_docs=6",
-        "data.max_seq_length=48",
-        "data.batch_size=8",
-        "trainer.max_steps=3",
-        "trainer.val_check_interval=3",
-        "trainer.log_every_n_steps=1",
-    ]
-    metrics = main(compose_cfg(overrides, run))
+    metrics = main(compose_cfg(tiny_pretraining_run("pretrain_mlm", minilm_dir / "vocab.txt"), run))
     assert {"val/mlm_loss", "val/mlm_acc", "val/perplexity"} <= metrics.keys()
     assert not [k for k in metrics if "nsp" in k], metrics
     header = next(csv.reader((next(run.glob("csv/version_*")) / "metrics.csv").open()))

@@ -19,7 +19,7 @@ from bertlab.model.heads import BertLMHeadModel
 from bertlab.run import main
 from bertlab.tasks.pretrain import ObjectiveError, PreTrainingTask
 from tests.hydra_helpers import compose_cfg
-from tests.tiny import TINY
+from tests.tiny import TINY, tiny_pretraining_run
 
 TINY_LTR = dict(TINY, vocab_size=30522, hidden_size=36, num_attention_heads=3, is_decoder=True)
 
@@ -68,25 +68,7 @@ def test_ltr_loss_is_next_token_cross_entropy_on_unmasked_batches(minilm_dir: Pa
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ltr_pretraining_runs_and_exports_an_lm_head_model(minilm_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    overrides = [
-        "task=pretrain_ltr",
-        f"tokenizer={minilm_dir / 'vocab.txt'}",
-        "model=bert_tiny",
-        "model.hidden_size=36",
-        "model.num_attention_heads=3",
-        "model.intermediate_size=53",
-        "model.vocab_size=30522",
-        "logger=csv",
-        "hardware.precision=32-true",
-        "data.max_train_examples=40",
-        "data.val_docs=6",
-        "data.max_seq_length=48",
-        "data.batch_size=8",
-        "trainer.max_steps=3",
-        "trainer.val_check_interval=3",
-        "trainer.log_every_n_steps=1",
-    ]
-    metrics = main(compose_cfg(overrides, run))
+    metrics = main(compose_cfg(tiny_pretraining_run("pretrain_ltr", minilm_dir / "vocab.txt"), run))
     assert {"val/lm_loss", "val/lm_acc", "val/perplexity"} <= metrics.keys()
     assert not [k for k in metrics if "nsp" in k or "mlm" in k], metrics
     # val/lm_loss is weighted by tokens, so its exp is the token-mean perplexity

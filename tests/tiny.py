@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -12,6 +13,29 @@ from bertlab.tasks.base import BertTask
 
 TINY = dict(vocab_size=99, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
 BATCH, LENGTH = 13, 7
+
+
+def tiny_pretraining_run(task: str, vocab: Path) -> list[str]:
+    """Overrides for a 3-step pre-training run of an odd-sized tiny model on the embedded corpus, with a
+    given 30,522-token vocabulary (a trained one is not reproducible), fp32 and a CSV log."""
+    return [
+        f"task={task}",
+        f"tokenizer={vocab}",
+        "model=bert_tiny",
+        "model.hidden_size=36",
+        "model.num_attention_heads=3",
+        "model.intermediate_size=53",
+        "model.vocab_size=30522",
+        "logger=csv",
+        "hardware.precision=32-true",
+        "data.max_train_examples=40",
+        "data.val_docs=6",
+        "data.max_seq_length=48",
+        "data.batch_size=8",
+        "trainer.max_steps=3",
+        "trainer.val_check_interval=3",
+        "trainer.log_every_n_steps=1",
+    ]
 
 
 def tiny_config(**overrides: object) -> BertConfig:
