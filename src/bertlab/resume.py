@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from bertlab.model.checkpoint import CheckpointError
+from bertlab.model.checkpoint import CheckpointError, read_lightning_ckpt
 from bertlab.run_folder import CHECKPOINTS, LAST, CheckpointNotFound, checkpoint_folder
 
 log = logging.getLogger("bertlab")
@@ -117,14 +117,9 @@ def checkpoint_step(ckpt: Path) -> int | None:
     if not ckpt.is_file():
         return None
     try:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch's own message names no file: truncated, junk, another format
-        raise CheckpointError(
-            f"ckpt={ckpt}: cannot be read as a bertlab .ckpt ({type(err).__name__}); pass the run folder "
-            "(its newest checkpoint is used) or another .ckpt it wrote"
-        ) from None
-    if not isinstance(state, dict) or "state_dict" not in state:
-        raise CheckpointError(f"ckpt={ckpt}: has no state_dict; it is not a Lightning checkpoint")
+        state = read_lightning_ckpt(ckpt)
+    except CheckpointError as err:  # the key too: the file came from the command line's ckpt=
+        raise CheckpointError(f"ckpt={err}") from None
     return int(state.get("global_step", 0))
 
 

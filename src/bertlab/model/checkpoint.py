@@ -173,10 +173,11 @@ def _read_weights(file: Path) -> dict[str, Tensor]:
     return state
 
 
-def _torch_load(file: Path, what: str) -> Any:
-    """`torch.load(file, weights_only=True)`; a file torch cannot read is a CheckpointError naming it."""
+def _torch_load(file: Path, what: str, mmap: bool = False) -> Any:
+    """`torch.load(file, weights_only=True)`; a file torch cannot read is a CheckpointError naming it.
+    `mmap`: tensors stay on disk until touched (for reading a checkpoint's counters, not its weights)."""
     try:
-        return torch.load(file, map_location="cpu", weights_only=True)
+        return torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # UnpicklingError, RuntimeError (zip), EOFError, ...
         raise _damaged(file, err, what) from None
 
@@ -206,9 +207,9 @@ def read_folder_state(folder: Path) -> dict[str, Tensor]:
 
 
 # -- bertlab .ckpt files (Lightning's format) -------------------------------------------------------------
-def _read_ckpt(path: Path) -> dict[str, Any]:
+def _read_ckpt(path: Path, mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict; weights_only: plain containers and tensors, nothing executed."""
-    ckpt = _torch_load(path, "a bertlab .ckpt (Lightning checkpoint)")
+    ckpt = _torch_load(path, "a bertlab .ckpt (Lightning checkpoint)", mmap=mmap)
     if not isinstance(ckpt, dict):
         raise CheckpointError(
             f"{path}: holds a {type(ckpt).__name__}, not a Lightning checkpoint; pass a run's .ckpt"
@@ -216,15 +217,22 @@ def _read_ckpt(path: Path) -> dict[str, Any]:
     return ckpt
 
 
-def check_ckpt_file(path: str | Path) -> Path:
-    """`path` when it is a .ckpt that torch can read and that holds a state dict; else a CheckpointError
-    naming it (for callers that hand the file to Lightning, whose own errors name no file)."""
+def read_lightning_ckpt(path: str | Path) -> dict[str, Any]:
+    """A .ckpt that torch can read and that holds a state dict, memory-mapped (its weights are read only
+    when touched); else a CheckpointError naming it (Lightning's own errors name no file)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint file not found; pass a .ckpt a bertlab run wrote")
-    if "state_dict" not in _read_ckpt(p):
+    ckpt = _read_ckpt(p, mmap=True)
+    if "state_dict" not in ckpt:
         raise CheckpointError(f"{p}: has no state_dict; it is not a Lightning checkpoint")
-    return p
+    return ckpt
+
+
+def check_ckpt_file(path: str | Path) -> Path:
+    """`path` when `read_lightning_ckpt` accepts it, for callers that hand the file to Lightning."""
+    read_lightning_ckpt(path)
+    return Path(path)
 
 
 def read_run_config(path: str | Path) -> dict[str, Any]:
@@ -327,6 +335,7 @@ __all__ = [
     "read_checkpoint",
     "read_folder_config",
     "read_folder_state",
+    "read_lightning_ckpt",
     "read_model_config",
     "read_run_config",
     "resolve_folder",
