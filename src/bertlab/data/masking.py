@@ -43,6 +43,28 @@ def check_masking(mlm_probability: float, mask_token_prob: float, random_token_p
         )
 
 
+EVAL_MASKING_KEYS = ("mlm_probability", "mask_token_prob", "random_token_prob")
+
+
+def check_eval_masking(eval_masking: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """`data.eval_masking` as a plain dict of the three probabilities (None: mask as training does)."""
+    if eval_masking is None:
+        return None
+    given = dict(eval_masking)
+    unknown = sorted(set(given) - set(EVAL_MASKING_KEYS))
+    missing = [k for k in EVAL_MASKING_KEYS if k not in given]
+    if unknown or missing:
+        raise DataConfigError(
+            f"data.eval_masking: unknown {unknown or 'none'}, missing {missing or 'none'}; give exactly "
+            f"{', '.join(EVAL_MASKING_KEYS)} (the paper's: 0.15, 0.8, 0.1), or null to mask as training"
+        )
+    try:
+        check_masking(*(float(given[k]) for k in EVAL_MASKING_KEYS))
+    except DataConfigError as err:
+        raise DataConfigError(f"data.eval_masking: {str(err).replace('data.', '')}") from None
+    return {k: float(given[k]) for k in EVAL_MASKING_KEYS}
+
+
 def word_ids_from_pieces(input_ids: Tensor, is_continuation: Tensor, special_mask: Tensor) -> Tensor:
     """Word index of every token (B, T) long, -1 on special/pad tokens; `##` pieces share their word's index.
 

@@ -12,9 +12,13 @@ Masking is dynamic by default (fresh every epoch, as RoBERTa: the training loade
 the main process from a generator whose state checkpoints keep, so a resumed run masks as an uninterrupted
 one would); `static_masking=True` masks at preprocessing, `dupe_factor` times with different
 segmentations and masks, as the original.
-The validation split is always masked statically, so its loss is comparable between epochs.
+The validation split is always masked statically, so its loss is comparable between epochs, and with
+`eval_masking` (the config's default: the paper's 15%, 80/10/10) rather than the training masking, so
+held-out accuracy compares across recipes and Table 8's mixes; None masks it as training does.
 The `test` split (mode=test) is the held-out documents (val's instances) or every usable document of
-`test_file`, masked statically by these settings; `trainer.test` with a given tokenizer builds only it.
+`test_file`, masked statically the same way; `trainer.test` with a given tokenizer builds only it.
+With dynamic masking the training masking settings stay out of the cache key: the training instances
+are unmasked, so a recipe that changes only its masking reuses the tokenised cache.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,7 +41,7 @@ from bertlab.data.base import BertDataModule, SplitData, split_kind
 from bertlab.data.corpus import resolve_corpus
 from bertlab.data.errors import DataConfigError, DataError
 from bertlab.data.loaders import eval_loader, train_loader
-from bertlab.data.masking import MaskingCollator, check_masking, check_probabilities
+from bertlab.data.masking import MaskingCollator, check_eval_masking, check_masking, check_probabilities
 from bertlab.data.pretrain_cache import (
     build_instances,
     cached_vocab,
@@ -56,6 +61,8 @@ log = logging.getLogger(__name__)
 _NOT_IN_KEY = frozenset(
     {"batch_size", "eval_batch_size", "num_workers", "cache_dir", "corpus", "tokenizer", "hub_name"}
 )
+# the training masking: in the key only when it is applied at preprocessing (static_masking)
+_TRAIN_MASKING = ("mlm_probability", "mask_token_prob", "random_token_prob", "whole_word_masking")
 
 
 class PretrainDataModule(CorpusVocabulary, BertDataModule):
@@ -97,6 +104,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         random_token_prob: float = 0.1,
         whole_word_masking: bool = False,
         static_masking: bool = False,
+        eval_masking: Mapping[str, Any] | None = None,
         dupe_factor: int = 1,
         val_fraction: float = 0.01,
         val_docs: int | None = None,
@@ -109,6 +117,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         `BertDataModule`'s. `tokenizer=None` trains a vocabulary; `eval_batch_size=None` = `batch_size`."""
         check_probabilities(short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, val_fraction=val_fraction)
         check_masking(mlm_probability, mask_token_prob, random_token_prob)  # before any data is read
+        eval_masking = check_eval_masking(eval_masking)
         if dupe_factor < 1 or num_proc < 1 or shard_docs < 2:
             raise DataConfigError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
         shared = self.DEFAULTS | shared
@@ -127,6 +136,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         self.mlm_probability, self.mask_token_prob = mlm_probability, mask_token_prob
         self.random_token_prob, self.whole_word_masking = random_token_prob, whole_word_masking
         self.static_masking, self.dupe_factor = static_masking, dupe_factor
+        self.eval_masking = eval_masking
         self.val_fraction, self.val_docs = val_fraction, val_docs
         self.num_proc, self.shard_docs = num_proc, shard_docs
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path.cwd() / ".cache" / "bertlab"
@@ -137,6 +147,12 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
     def _settings(self) -> dict[str, Any]:
         """The hparams that key the instances; `nsp` only when off, so MLM + NSP keys stay as they were."""
         settings = {k: v for k, v in self.hparams.items() if k not in _NOT_IN_KEY}
+        settings.pop("eval_masking", None)
+        if not self.static_masking:
+            for key in _TRAIN_MASKING:
+                settings.pop(key, None)
+        # what the held-out (val/test) instances are masked with
+        settings["held_out_masking"] = self.eval_masking or {k: self.hparams.get(k) for k in _TRAIN_MASKING}
         if settings.get("nsp", True):
             settings.pop("nsp", None)
         else:
@@ -172,7 +188,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
     # --- building -----------------------------------------------------------------------------------------
 
     def _masking(self) -> dict[str, Any]:
-        """This module's masking settings for its tokenizer (see `pretrain_cache.masking_config`)."""
+        """This module's training masking for its tokenizer (see `pretrain_cache.masking_config`)."""
         return masking_config(
             self.tokenizer,
             self.mlm_probability,
@@ -182,8 +198,23 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
             self.seed,
         )
 
-    def _instances(self, docs: Any, static: bool, dupe_factor: int, desc: str) -> Any:
-        """NSP instances of a documents dataset (masked when `static`), encoded by the plain tokenizer."""
+    def _eval_masking(self) -> dict[str, Any]:
+        """The held-out splits' masking: `eval_masking` (token-level, as the paper), else the training one."""
+        if self.eval_masking is None:
+            return self._masking()
+        p = self.eval_masking
+        return masking_config(
+            self.tokenizer,
+            p["mlm_probability"],
+            p["mask_token_prob"],
+            p["random_token_prob"],
+            False,
+            self.seed,
+        )
+
+    def _instances(self, docs: Any, masking: dict[str, Any] | None, dupe_factor: int, desc: str) -> Any:
+        """NSP instances of a documents dataset (masked with `masking` unless None), encoded by the plain
+        tokenizer."""
         return build_instances(
             docs,
             self.plain_tokenizer,  # sentences whole: a tokenizer.json may carry padding/truncation settings
@@ -192,7 +223,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
             nsp_prob=self.nsp_prob,
             dupe_factor=dupe_factor,
             seed=self.seed,
-            masking=self._masking() if static else None,
+            masking=masking,
             shard_docs=self.shard_docs,
             num_proc=self.num_proc,
             desc=desc,
@@ -236,10 +267,11 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         folder = self._data_dir(key, tokenizer)
         shutil.rmtree(folder, ignore_errors=True)
         if not with_train:
-            self._instances(val_docs, True, 1, "validation").save_to_disk(str(folder / "val"))
+            self._instances(val_docs, self._eval_masking(), 1, "validation").save_to_disk(str(folder / "val"))
             (folder / "held_out.json").write_text(json.dumps({"val_docs": len(val_docs)}))
             return folder
-        train = self._instances(train_docs, self.static_masking, self.dupe_factor, "train")
+        static = self._masking() if self.static_masking else None
+        train = self._instances(train_docs, static, self.dupe_factor, "train")
         if len(train) == 0:
             raise DataError(
                 self.corpus,
@@ -254,7 +286,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
             "val_instances": 0,
         }
         if n_val:
-            val = self._instances(val_docs, True, 1, "validation")
+            val = self._instances(val_docs, self._eval_masking(), 1, "validation")
             val.save_to_disk(str(folder / "val"))
             stats["val_instances"] = len(val)
         (folder / "done.json").write_text(json.dumps(stats))  # written last: marks a complete cache
@@ -278,7 +310,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
                 source, key, test_file, self.text_field, self.corpus_split, self.cache_dir,
                 self.max_eval_examples, self.num_proc,
             )  # fmt: skip
-            test = self._instances(docs.select(usable), True, 1, "test")
+            test = self._instances(docs.select(usable), self._eval_masking(), 1, "test")
             if len(test) == 0:
                 problem = "no test instances (its documents tokenise to nothing)"
                 raise DataError(test_file, problem, "check the tokenizer matches the corpus language")

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 from torch.optim import Optimizer
 
@@ -89,9 +90,30 @@ class BertTask(L.LightningModule):
                 f"task.module.optimizer: {err}; set task.module.optimizer.lr (and betas, eps, "
                 "weight_decay) to valid values"
             ) from None
-        total = int(self.trainer.estimated_stepping_batches)
-        scheduler = self.scheduler_factory(optimizer, num_training_steps=total)
+        total = self.trainer.estimated_stepping_batches  # inf when only max_time bounds the run
+        scheduler = self.scheduler_factory(
+            optimizer, num_training_steps=total, time_fraction=self.time_fraction()
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def time_fraction(self) -> Callable[[], float] | None:
+        """The share of `trainer.max_time` used so far (Lightning's Timer, validation included), for a
+        time-budget schedule; None without max_time. Several processes take the furthest rank's share
+        (one tiny all-reduce per step), so every rank steps with the same lr."""
+        timer = next((cb for cb in self.trainer.callbacks if isinstance(cb, Timer)), None)
+        if timer is None or timer._duration is None:
+            return None
+        duration = float(timer._duration)
+
+        def fraction() -> float:
+            used = timer.time_elapsed("train") / duration
+            if self.trainer.world_size > 1:
+                used = float(
+                    self.trainer.strategy.reduce(torch.tensor(used, device=self.device), reduce_op="max")
+                )
+            return used
+
+        return fraction
 
     def on_fit_start(self) -> None:
         """With `continue_from`: carry that run's optimizer state, schedule and step count on (the optimizers
