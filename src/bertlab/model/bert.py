@@ -8,7 +8,10 @@ Where we differ from transformers (same numbers, different work): when a batch h
 (`model/unpad.py`); outputs at padded positions are zeros instead of transformers' meaningless values.
 
 `config.is_decoder` (the paper's left-to-right model) makes every self-attention causal, as transformers
-does for that flag: a position attends to itself and earlier real tokens.
+does for that flag: a position attends to itself and earlier real tokens. There [CLS] sees only itself, so
+the pooler reads each sequence's last real token instead (as GPT's classifier does); transformers'
+pooler always reads position 0, so a causal model's `pooler_output` (and the classifiers over it) differ
+from transformers' there, and the export warns (`model/convert.py`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bertlab.model.checkpoint import model_from_checkpoint
 from bertlab.model.config import BertConfig
@@ -179,11 +183,17 @@ class BertLayer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """A stack of `num_hidden_layers` BertLayers."""
+    """A stack of `num_hidden_layers` BertLayers.
+
+    `gradient_checkpointing` (transformers' name; hardware.activation_checkpointing sets it): in training
+    with grad enabled, each layer keeps only its input and recomputes its activations in backward, with
+    the same dropout draws (the RNG state is replayed), so the numbers are unchanged.
+    """
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        self.gradient_checkpointing = False
 
     def forward(
         self, x: Tensor, mask: Tensor | None, padding: Padding | None, output_hidden_states: bool = False
@@ -195,8 +205,12 @@ class BertEncoder(nn.Module):
         """
         repad = padding.pad if padding is not None else (lambda t: t)
         states: list[Tensor] = [repad(x)] if output_hidden_states else []
+        checkpointed = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layer:
-            x = layer(x, mask, padding)
+            if checkpointed:  # non-reentrant: `padding` (no tensor) passes through, autocast is replayed
+                x = checkpoint(layer, x, mask, padding, use_reentrant=False)
+            else:
+                x = layer(x, mask, padding)
             if output_hidden_states:
                 states.append(repad(x))
         if output_hidden_states:
@@ -205,15 +219,25 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(dense(h_[CLS])): `(B, T, H)` -> `(B, H)`."""
+    """tanh(dense(h_[CLS])): `(B, T, H)` -> `(B, H)`; under `config.is_decoder`, h of each row's last real
+    token instead (see the module docstring)."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = nn.Tanh()
+        self.last_token = config.is_decoder
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.activation(self.dense(hidden[:, 0]))
+    def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        """hidden `(B, T, H)`, attention_mask `(B, T)` (1 real / 0 pad; None: all real) -> `(B, H)`."""
+        if not self.last_token:
+            return self.activation(self.dense(hidden[:, 0]))
+        batch, length, _ = hidden.shape
+        positions = torch.arange(length, device=hidden.device).expand(batch, length)
+        if attention_mask is not None:
+            positions = positions * attention_mask.bool()  # padding -> 0, below every later real token
+        last = positions.amax(1)  # (B,): the last real position, whatever the padding's side
+        return self.activation(self.dense(hidden[torch.arange(batch, device=hidden.device), last]))
 
 
 class BertOutputs(NamedTuple):
@@ -296,5 +320,5 @@ class BertModel(PreTrainedMixin, nn.Module):
                 )
         x = self.embeddings(input_ids, token_type_ids, position_ids)
         x, states = self.encoder(x, mask, padding, output_hidden_states)
-        pooled = self.pooler(x) if self.pooler is not None else None
+        pooled = self.pooler(x, attention_mask) if self.pooler is not None else None
         return BertOutputs(x, pooled, states)

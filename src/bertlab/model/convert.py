@@ -149,17 +149,40 @@ def write_folder(
     `state` is `export_state(model)` when the caller already gathered it (sharded training).
     `label_names` (model-id order) become config.json's `id2label` / `label2id` for a model with
     `num_labels` outputs; without them (or for a regression's one output) the names are `LABEL_i`.
+    A model with `export_encoder_only` (a head transformers lacks) is written as its encoder, a BertModel.
     """
     from safetensors.torch import save_file
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     config: BertConfig = model.config  # type: ignore[assignment]
-    values = config.to_dict() | {"architectures": [type(model).__name__], "tie_word_embeddings": True}
+    weights = state if state is not None else export_state(model)
+    architecture = type(model).__name__
+    encoder_only = bool(getattr(model, "export_encoder_only", False))
+    if encoder_only:
+        # a head transformers has no class for (the "+ BiLSTM" classifier): the encoder alone, as a BertModel
+        weights = {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}
+        log.warning(
+            "export: transformers has no %s (task.module.bilstm=true); %s holds the fine-tuned encoder alone, "
+            "as a BertModel without pooler (add_pooling_layer=False); the BiLSTM and classifier are in the "
+            ".ckpt",
+            architecture,
+            out,
+        )
+        architecture = "BertModel"
+    elif config.is_decoder and any(k.removeprefix("bert.").startswith("pooler.") for k in weights):
+        log.warning(
+            "export: %s is causal (is_decoder) and pools its last real token; transformers' pooler reads "
+            "position 0, so its pooled output and classifier logits differ from bertlab's; load %s with "
+            "bertlab's from_pretrained for the fine-tuned numbers",
+            architecture,
+            out,
+        )
+    values = config.to_dict() | {"architectures": [architecture], "tie_word_embeddings": True}
     # no cross-attention layers (transformers' default, written out): with is_decoder true, transformers'
     # BertModel / BertLMHeadModel are the same causal encoder as ours
     values["add_cross_attention"] = False
-    if hasattr(model, "num_labels"):
+    if hasattr(model, "num_labels") and not encoder_only:
         n = int(model.num_labels)  # type: ignore[arg-type]
         names = list(label_names or [])
         if len(names) != n or len(set(names)) != n:
@@ -169,7 +192,6 @@ def write_folder(
             "label2id": {name: i for i, name in enumerate(names)},
         }
     (out / "config.json").write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    weights = state if state is not None else export_state(model)
     save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     if vocab_file is not None:
         if Path(vocab_file).resolve() != (out / "vocab.txt").resolve():

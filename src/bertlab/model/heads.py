@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from bertlab.model.bert import BertModel, PreTrainedMixin, activation, init_weights
 from bertlab.model.config import BertConfig
@@ -231,3 +232,48 @@ def next_token_targets(input_ids: Tensor, attention_mask: Tensor | None = None) 
     positions = torch.zeros_like(real)
     positions[:, :-1] = real[:, :-1] & real[:, 1:]
     return positions, input_ids[:, 1:][positions[:, :-1]]
+
+
+class BertBiLSTMForSequenceClassification(_EncoderWithHead):
+    """Table 5's "+ BiLSTM": a randomly initialised one-layer BiLSTM over the encoder's last hidden states,
+    read by dropout -> linear: `(B, T)` -> `(B, num_labels)` (num_labels 1 = regression).
+
+    The BiLSTM has H/2 units per direction (output H) and runs packed over each row's real tokens, so
+    padding never enters it: the classifier reads `h_n`, the forward state after the last real token and
+    the backward state after the first, concatenated `(B, H)`. No pooler (nothing would train it). Only the
+    encoder loads from a checkpoint; the BiLSTM (PyTorch's LSTM initialisation) and classifier are fresh.
+
+    transformers has no such model, so the export (`write_folder`) holds the encoder alone, as a BertModel.
+    """
+
+    export_encoder_only = True  # read by model/convert.write_folder
+
+    def __init__(self, config: BertConfig, num_labels: int = 2) -> None:
+        if config.hidden_size % 2:
+            raise ValueError(
+                f"the BiLSTM head needs an even hidden_size (H/2 units per direction); got {config.hidden_size}"
+            )
+        super().__init__(config, add_pooling_layer=False)
+        self.num_labels = num_labels
+        self.bilstm = nn.LSTM(
+            config.hidden_size, config.hidden_size // 2, batch_first=True, bidirectional=True
+        )
+        self.classifier = nn.Linear(config.hidden_size, num_labels)
+        init_weights(self.classifier, config.initializer_range)
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor | None = None, token_type_ids: Tensor | None = None
+    ) -> Tensor:
+        """ids, mask (1 real / 0 pad, any layout), types `(B, T)` -> logits `(B, num_labels)`."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state  # (B, T, H)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        real = attention_mask.bool()
+        # real tokens first, in order (a stable sort; identity for right padding), so packing by length
+        # takes exactly them; a row with none keeps one token rather than an empty sequence LSTMs refuse
+        order = torch.argsort((~real).to(torch.int8), dim=1, stable=True)
+        hidden = hidden.gather(1, order[..., None].expand_as(hidden))
+        lengths = real.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(hidden, lengths, batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.bilstm(packed)  # h_n (2, B, H/2), back in batch order: forward, backward
+        return self.classifier(self.dropout(torch.cat((h_n[0], h_n[1]), dim=-1)))

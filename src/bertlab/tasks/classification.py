@@ -1,4 +1,5 @@
-"""Sequence classification and regression (GLUE): pooled [CLS] -> dropout -> linear.
+"""Sequence classification and regression (GLUE): pooled [CLS] -> dropout -> linear, or with `bilstm`
+(Table 5's "+ BiLSTM") a fresh BiLSTM over the last hidden states -> dropout -> linear.
 
 STS-B has one output trained with MSE and is scored as a number, never through argmax. The dev sets
 come from the GLUE task table: MNLI validates on both, keys `val/acc` (matched) and `val/acc_mm`
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from bertlab.data.glue_files import write_submission
 from bertlab.data.glue_tasks import get_task
 from bertlab.metrics.glue import glue_metrics, predictions_from_logits
-from bertlab.model.heads import BertForSequenceClassification
+from bertlab.model.heads import BertBiLSTMForSequenceClassification, BertForSequenceClassification
 from bertlab.tasks.base import BertTask, gather_objects
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,9 @@ class SequenceClassificationTask(BertTask):
     """Fine-tunes BertForSequenceClassification on one GLUE task; writes submission files in predict.
 
     `label_names` are the task's labels in model-id order (`${labels:<task>}` in conf/task/_glue.yaml);
-    the classifier has one output per label, or one for a regression (STS-B: an empty list).
+    the classifier has one output per label, or one for a regression (STS-B: an empty list). `bilstm`:
+    a randomly initialised BiLSTM reads the encoder's outputs (`BertBiLSTMForSequenceClassification`);
+    the encoder still loads from `pretrained`, and the export holds it alone.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class SequenceClassificationTask(BertTask):
         model_config: dict[str, Any],
         task: str,
         label_names: Sequence[str],
+        bilstm: bool = False,
         **shared: Any,
     ) -> None:
         super().__init__(model_config, **shared)
@@ -54,7 +58,8 @@ class SequenceClassificationTask(BertTask):
         self.num_labels = len(self.label_names) or 1
         self.is_regression = not self.label_names
         self.val_split_names = spec.val_split_names
-        self.model = self.build_model(BertForSequenceClassification, num_labels=self.num_labels)
+        head = BertBiLSTMForSequenceClassification if bilstm else BertForSequenceClassification
+        self.model = self.build_model(head, num_labels=self.num_labels)
         # stage -> dev set -> metrics; the test stage scores the dev sets too (GLUE's test labels are hidden)
         self.metrics = nn.ModuleDict(
             {
