@@ -8,6 +8,10 @@ Usage::
     python -m bertlab.report SWEEP_A SWEEP_B --json > summary.json         # machine-readable
     python -m bertlab.report multirun/glue --all                           # every setting, ranked
     python -m bertlab.report multirun/glue/<sweep_name> --wandb            # the tables to W&B too
+    python -m bertlab.report multirun/ablation                             # Tables 5, 6, 8, Figure 5
+
+A folder holding ablation pipeline jobs (`pipeline.json` files, at any depth) gets the paper's ablation
+tables with our numbers beside the paper's instead (`bertlab.report_ablation`; `--json`, `--wandb` too).
 
 Every folder below the given ones that holds `.hydra/config.yaml` (written by `train.py`) or
 `metrics.json` is one run. Its task, seed and hyper-parameters (learning rate, batch size, epochs) come
@@ -63,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.data.glue_tasks import main_metric
+from bertlab.report_ablation import find_pipeline_files, report_ablation
 from bertlab.runs import HPARAMS, Run, find_run_dirs, load_run, natural_order
 
 # Table 1's columns: (header, task); the paper leaves WNLI out
@@ -294,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         parser.error(f"not a folder: {', '.join(missing)}")
+    if find_pipeline_files(args.dirs):  # ablation pipeline jobs: the paper's Tables 5, 6, 8 and Figure 5
+        return report_ablation(args.dirs, as_json=args.json, wandb=args.wandb, group=args.group)
     summary = summarise(args.dirs)
     if args.json:
         print(json.dumps(summary, indent=2, default=str))

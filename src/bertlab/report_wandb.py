@@ -116,6 +116,11 @@ def choose_group(summary: dict[str, Any], roots: Sequence[Path]) -> tuple[str, s
     """(project, group): the one group the summarised runs logged to, else the first sweep folder's name."""
     paths = [Path(p) for t in summary["tasks"].values() for x in t["settings"] for p in x["runs"]]
     paths += [Path(f["path"]) for f in summary["failed"]]
+    return group_of_runs(paths, roots)
+
+
+def group_of_runs(paths: Sequence[Path], roots: Sequence[Path]) -> tuple[str, str]:
+    """(project, group): the one group the run folders `paths` logged to, else the first root's name."""
     found = {g for g in (run_group(p) for p in paths) if g and g[1]}
     projects = {p for p, _ in found}
     project = projects.pop() if len(projects) == 1 else "bertlab"
@@ -131,13 +136,25 @@ def choose_group(summary: dict[str, Any], roots: Sequence[Path]) -> tuple[str, s
 
 def log_report(summary: dict[str, Any], roots: Sequence[Path], group: str | None = None) -> str:
     """Log the report's tables to a new W&B run (job_type `report`); returns where it went, in words."""
+    project, found = choose_group(summary, roots)
+    config = {"runs": summary["runs"], "finished": summary["finished"], "failed": len(summary["failed"])}
+    averages = {f"average/{k}": _x100(v) for k, v in summary["table"]["average"].items() if v is not None}
+    return log_tables(report_tables(summary), roots, project, group or found, config, averages)
+
+
+def log_tables(
+    tables: dict[str, Table],
+    roots: Sequence[Path],
+    project: str,
+    group: str,
+    config: dict[str, Any],
+    summary: dict[str, Any] | None = None,
+) -> str:
+    """Log `tables` as `wandb.Table`s to a new run (job_type `report`); returns where it went, in words."""
     import wandb
 
-    project, found = choose_group(summary, roots)
-    group = group or found
     mode = os.environ.get("WANDB_MODE") or "offline"  # offline unless the user opted in
     os.environ.setdefault("WANDB_SILENT", "true")
-    tab = summary["table"]
     run = wandb.init(
         project=project,
         group=group,
@@ -145,22 +162,15 @@ def log_report(summary: dict[str, Any], roots: Sequence[Path], group: str | None
         name=f"report[{','.join(Path(r).name for r in roots)}]",
         dir=str(roots[0]),
         mode=mode,  # type: ignore[arg-type]
-        config={
-            "roots": [str(r) for r in roots],
-            "runs": summary["runs"],
-            "finished": summary["finished"],
-            "failed": len(summary["failed"]),
-        },
+        config={"roots": [str(r) for r in roots], **config},
     )
     try:
-        run.log(
-            {name: wandb.Table(columns=c, data=rows) for name, (c, rows) in report_tables(summary).items()}
-        )
-        run.summary.update({f"average/{k}": _x100(v) for k, v in tab["average"].items() if v is not None})
+        run.log({name: wandb.Table(columns=c, data=rows) for name, (c, rows) in tables.items()})
+        run.summary.update(summary or {})
         where = f"project {project}, group {group}, run {run.id} ({mode}: {Path(run.dir).parent})"
     finally:
         run.finish()
     return where
 
 
-__all__ = ["choose_group", "log_report", "report_tables", "run_group"]
+__all__ = ["choose_group", "group_of_runs", "log_report", "log_tables", "report_tables", "run_group"]
