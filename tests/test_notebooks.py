@@ -31,7 +31,7 @@ TINY = [
 
 
 def test_there_are_notebooks() -> None:
-    assert {p.name for p in NOTEBOOKS} >= {"inspect_run.ipynb", "compare_runs.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"inspect_run.ipynb", "compare_runs.ipynb", "ablations.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -93,8 +93,26 @@ def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def ablations(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Pipeline jobs as the ablation pipeline writes them: two Table 8 mixes and the steps curve (MLM, LTR)."""
+    from tests.test_report_ablation import task, write_job
+
+    root = tmp_path_factory.mktemp("ablations")
+    for i, mix in enumerate(("80/10/10", "0/0/100")):
+        write_job(
+            root / "table8" / str(i), "table8", mix, {"sst2": task(0.8 - i / 10), "conll2003": task(0.7)}
+        )
+    for label, base in (("BERT (Masked LM)", 0.6), ("BERT (Left-to-Right)", 0.5)):
+        steps = {s: {"sst2": task(base + s / 10000)} for s in (100, 200, 300)}
+        write_job(root / "steps" / label.split()[1].strip("()"), "steps", label, steps=steps)
+    return root
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path: Path, jupyter: Path, sweep: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_notebook_runs(
+    path: Path, jupyter: Path, sweep: Path, ablations: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Every cell runs without raising, in a kernel of this interpreter, on the tiny sweep."""
     import nbclient
     import nbformat
@@ -103,6 +121,7 @@ def test_notebook_runs(path: Path, jupyter: Path, sweep: Path, monkeypatch: pyte
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("BERTLAB_RUNS", str(sweep))
     monkeypatch.setenv("BERTLAB_RUN", str(sweep / "0"))
+    monkeypatch.setenv("BERTLAB_ABLATIONS", str(ablations))
 
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="bertlab-test", timeout=120,
@@ -116,3 +135,20 @@ def test_notebook_runs(path: Path, jupyter: Path, sweep: Path, monkeypatch: pyte
     )
     if path.name == "compare_runs.ipynb":
         assert "task.module.optimizer.lr" in text and "val/mlm_loss" in text, text[-2000:]
+    if path.name == "ablations.ipynb":
+        # both Table 8 rows printed in the paper's layout, and one figure per table plus the Figure 5 curve
+        shown = "\n".join(
+            str(o.get("data", {}).get("text/markdown", ""))
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+        )
+        assert "| 80/10/10 |" in shown and "| 0/0/100 |" in shown, shown[-2000:]
+        figures = [
+            o
+            for c in nb.cells
+            if c.cell_type == "code"
+            for o in c.outputs
+            if "image/png" in o.get("data", {})
+        ]
+        assert len(figures) == 2, len(figures)
