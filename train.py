@@ -10,6 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 from bertlab import resolvers
+from bertlab.pipeline import run_pipeline
 from bertlab.renamed import renamed_error
 from bertlab.resume import LATEST, resolve_fit_checkpoint, run_folder_of
 from bertlab.run import main
@@ -38,7 +39,8 @@ def bertlab_error(err: BaseException) -> ValueError | None:
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def app(cfg: DictConfig) -> float | None:
     try:
-        metrics = main(cfg)
+        # experiment=ablation_* sets `pipeline`: pre-train, fine-tune and score one variant (bertlab.pipeline)
+        metrics = run_pipeline(cfg) if cfg.get("pipeline") else main(cfg)
     except BaseException as err:
         finish_wandb(exit_code=1)
         known = bertlab_error(err)

@@ -8,7 +8,8 @@
 - `PeriodicCheckpoint` (`callbacks.model_checkpoint`): `last.ckpt` every N optimizer steps and/or every
   N minutes, at the end of training, and on SIGTERM or an error (not on `bertlab.guard.NonFiniteLoss`: the
   last good checkpoint must survive a diverged run). `step{N}.ckpt` files are kept only as `save_top_k`
-  says (-1 with `every_n_train_steps`: one per N steps, for the training-steps ablation).
+  says (-1 with `every_n_train_steps`: one per N steps), and at each step of `keep_steps` (the
+  training-steps ablation fine-tunes from each: `bertlab.pipeline`).
 - `SyncedSigterm` (`callbacks.synced_sigterm`): with several processes, every rank stops at the same
   batch on SIGTERM. A run stopped by SIGTERM exits with `STOPPED_EXIT_CODE`, 143 (`run.stop_after_signal`).
 
@@ -113,10 +114,12 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     Lightning's ModelCheckpoint takes one trigger per instance; here the step trigger works as there
     (top-k files and `last.ckpt`), the time trigger rewrites `last.ckpt` only, so a steps ablation's
-    `step{N}.ckpt` files stay at round steps. `save_on_exception` (default on) writes `last.ckpt` when fit
-    stops on an exception: SIGTERM (Lightning's `SIGTERMException`, at the end of the running batch),
-    Ctrl-C, or an error, but not `NonFiniteLoss`; with several processes only for SIGTERM, which all ranks
-    see together (an error on one rank would leave the others waiting in the save's collectives).
+    `step{N}.ckpt` files stay at round steps. `keep_steps` (optimizer steps) writes `step{N}.ckpt` at each
+    of those steps, whatever the other triggers, and never deletes them. `save_on_exception` (default on)
+    writes `last.ckpt` when fit stops on an exception: SIGTERM (Lightning's `SIGTERMException`, at the
+    end of the running batch), Ctrl-C, or an error, but not `NonFiniteLoss`; with several processes only
+    for SIGTERM, which all ranks see together (an error on one rank would leave the others waiting in the
+    save's collectives).
     """
 
     def __init__(
@@ -127,8 +130,14 @@ class PeriodicCheckpoint(ModelCheckpoint):
         save_top_k: int = 0,
         filename: str = "step{step}",
         save_on_exception: bool = True,
+        keep_steps: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
+        if keep_steps is not None and any(not isinstance(n, int) or n < 1 for n in keep_steps):
+            raise ValueError(
+                f"callbacks.model_checkpoint.keep_steps={list(keep_steps)}: must be optimizer steps >= 1, "
+                "or null"
+            )
         if kwargs.get("save_last", True) is not True:
             raise ValueError(
                 f"callbacks.model_checkpoint.save_last={kwargs['save_last']}: PeriodicCheckpoint always "
@@ -156,6 +165,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
             **kwargs,
         )
         self.every_n_minutes = every_n_minutes
+        self.keep_steps = sorted(set(keep_steps or ()))
+        self._kept_step: int | None = None  # the keep_steps step saved last (accumulation: once per step)
         self._last_periodic = 0.0  # time.monotonic() of the last time-triggered save (or of train start)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -171,6 +182,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # the step trigger
+        self._keep_step(trainer)
         if self.every_n_minutes is None or self._should_skip_saving_checkpoint(trainer):
             return
         if (batch_idx + 1) % trainer.accumulate_grad_batches:  # not between the micro-batches of a step
@@ -180,6 +192,24 @@ class PeriodicCheckpoint(ModelCheckpoint):
         if trainer.strategy.broadcast(due):  # rank 0's clock decides for all: every rank joins the save
             self._last_periodic = now
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def kept_path(self, step: int) -> Path:
+        """Where `keep_steps` writes the checkpoint of optimizer step `step`: `<dirpath>/step<step>.ckpt`."""
+        return Path(str(self.dirpath)) / f"step{step}{self.FILE_EXTENSION}"
+
+    def _keep_step(self, trainer: L.Trainer) -> None:
+        """`step{N}.ckpt` when this batch completed optimizer step N of `keep_steps` (once: with gradient
+        accumulation several batches end at the same step). Outside the top-k bookkeeping: never deleted."""
+        step = trainer.global_step
+        if step not in self.keep_steps or trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        if self._kept_step == step:
+            return
+        self._kept_step = step
+        path = self.kept_path(step)
+        trainer.save_checkpoint(path, self.save_weights_only)  # collective: every rank calls it
+        if trainer.is_global_zero:
+            log.info("kept %s (callbacks.model_checkpoint.keep_steps)", path)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # ModelCheckpoint writes last.ckpt at the end only if it never wrote one; a periodic last.ckpt
