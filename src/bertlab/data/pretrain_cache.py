@@ -39,7 +39,7 @@ from bertlab.data.tokenizer import load_tokenizer, special_ids, train_wordpiece
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = "1"  # bump when the preprocessing output changes meaning
+_CACHE_VERSION = "2"  # 2: max_train_examples capped per file before; bump when the preprocessing output changes meaning
 
 
 # -- keys -----------------------------------------------------------------------------------------------
@@ -297,6 +297,9 @@ def read_documents(
     # keep documents of >= 2 sentences (NSP needs them), counted with pyarrow rather than in Python
     lengths = pc.list_value_length(docs.data.column("sentences")).fill_null(0).to_numpy(zero_copy_only=False)
     usable = np.flatnonzero(lengths >= 2)
+    if max_docs is not None:
+        # `datasets` runs the generator once per file of a list, so its cap held per file: cap the whole
+        usable = usable[:max_docs]
     if len(usable) == 0:
         raise no_usable_documents(label, len(docs))
     if len(usable) < len(docs):
