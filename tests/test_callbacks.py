@@ -83,6 +83,23 @@ def test_logs_lines_with_step_epoch_loss_and_time_left(tmp_path, caplog: pytest.
     assert lines[-1].startswith("step 10/10 (100.0%) epoch 2/2") and "left" not in lines[-1]
 
 
+def test_time_left_is_trainer_max_time_when_that_stops_first(
+    tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A budget run (max_time, a huge max_steps) shows the time budget left, not the steps' estimate."""
+    stop = L.pytorch.callbacks.LambdaCallback(
+        on_train_batch_end=lambda trainer, *_: setattr(trainer, "should_stop", trainer.global_step >= 3)
+    )
+    cb = ProgressLog(every_n_seconds=0, always=True)
+    trainer = quiet_trainer(
+        max_steps=10**6, max_time={"minutes": 10}, callbacks=[cb, stop], default_root_dir=tmp_path
+    )
+    with caplog.at_level(logging.INFO, logger="bertlab"):
+        trainer.fit(Tiny())
+    lines = [r.getMessage() for r in caplog.records if r.name == "bertlab"]
+    assert len(lines) == 3 and all(line.endswith(("9:59 left", "10:00 left")) for line in lines), lines
+
+
 def test_quiet_on_a_terminal_unless_always(tmp_path, caplog, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("bertlab.callbacks.on_terminal", lambda: True)
     with caplog.at_level(logging.INFO, logger="bertlab"):

@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Timer
 from lightning.pytorch.trainer.states import TrainerFn
 
 log = logging.getLogger("bertlab")
@@ -124,8 +124,13 @@ class ProgressLog(Callback):
             + f" | {self.examples / max(elapsed, 1e-9):.1f} examples/s | {clock(elapsed)} elapsed"
         )
         done = step - self._first_step
-        if isinstance(total, int) and total > step and done > 0:
-            text += f", {clock(elapsed / done * (total - step))} left"
+        left = elapsed / done * (total - step) if isinstance(total, int) and total > step and done > 0 else None
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        remaining = timer.time_remaining() if timer is not None else None
+        if remaining is not None and (left is None or remaining < left):  # trainer.max_time stops it first
+            left = max(remaining, 0.0)
+        if left is not None:
+            text += f", {clock(left)} left"
         return text
 
     def summary(self) -> dict[str, float]:
