@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
+from bertlab.acceleration import apply_knobs, check_knobs, set_threads
 from bertlab.callbacks import ProgressLog
 from bertlab.checkpointing import STOPPED_EXIT_CODE, AtomicCheckpointIO
 from bertlab.data.base import BertDataModule
@@ -157,6 +158,8 @@ def main(cfg: DictConfig) -> dict[str, float]:
     if cfg.mode not in MODES:
         raise ConfigError(f"mode={cfg.mode} is not one of {MODES}")
     set_environment(cfg)
+    knobs = check_knobs(cfg.get("hardware") or {})  # compile, threads, activation_checkpointing
+    set_threads(knobs.threads)  # before the data and the model are built
     resume_step = continue_run(cfg) if cfg.mode == "fit" and cfg.get("ckpt") else None
     out = run_dir(cfg)
     evaluated_checkpoint(cfg)  # mode=test|predict: ckpt= is read back, or pretrained= scored as it is
@@ -178,6 +181,7 @@ def main(cfg: DictConfig) -> dict[str, float]:
     module = instantiate(
         cfg.task.module, model_config=plan.model, pretrained=cfg.get("pretrained"), _convert_="all"
     )
+    apply_knobs(knobs, module)
     if cfg.mode != "fit" and hasattr(module, "check_heads"):
         module.check_heads()  # before any data is read: a head the checkpoint lacks would score at random
     module.hparams["run_config"] = plan.run_config(cfg)
