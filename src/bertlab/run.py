@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, open_dict
 
-from bertlab.acceleration import apply_knobs, check_knobs, set_threads
+from bertlab.acceleration import apply_knobs, check_knobs, cpu_precision, set_threads
 from bertlab.callbacks import ProgressLog
 from bertlab.checkpointing import STOPPED_EXIT_CODE, AtomicCheckpointIO
 from bertlab.data.base import BertDataModule
@@ -159,6 +159,9 @@ def main(cfg: DictConfig) -> dict[str, float]:
         raise ConfigError(f"mode={cfg.mode} is not one of {MODES}")
     set_environment(cfg)
     knobs = check_knobs(cfg.get("hardware") or {})  # compile, threads, activation_checkpointing
+    if cfg.get("hardware") and cfg.hardware.get("precision") == "auto":
+        with open_dict(cfg):
+            cfg.hardware.precision = cpu_precision("auto", cfg.hardware.get("accelerator"))
     set_threads(knobs.threads)  # before the data and the model are built
     resume_step = continue_run(cfg) if cfg.mode == "fit" and cfg.get("ckpt") else None
     out = run_dir(cfg)
