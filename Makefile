@@ -26,7 +26,7 @@ train: $(STAMP)
 	$(BIN)/python train.py $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=30 $(ARGS)
 
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q -m "" $(ARGS)

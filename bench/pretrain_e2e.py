@@ -28,7 +28,7 @@ FLOPs (fwd + bwd = 3 x fwd, a matmul of (m,k)x(k,n) = 2mkn), counted on real tok
   + 6 * (H*H + 2H) * B          pooler + NSP classifier (objective mlm_nsp)
 per token = that / R, i.e. 6N + 12*L*H*t + 6*(H^2 + HV)*(masked fraction) + NSP's share.
 achieved FLOP/s = FLOPs / seconds; MFU = achieved / measured peak (bf16 peak under bf16, fp32 under
---fp32). The last lines, one per model, read `<model> e2e_share=<x> mfu=<y>` (mfu of the e2e run).
+--fp32; without --fp32 or --bf16, what hardware.precision=auto picks here). The last lines, one per model, read `<model> e2e_share=<x> mfu=<y>` (mfu of the e2e run).
 
 Memory (--activation-checkpointing, which also passes hardware.activation_checkpointing=true): bytes the
 autograd graph keeps for backward during one model-only step (saved-tensor hooks, unique storages,
@@ -75,7 +75,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from bertlab import resolvers
-from bertlab.acceleration import set_activation_checkpointing
+from bertlab.acceleration import cpu_precision, set_activation_checkpointing
 from bertlab.run import main as run_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -154,7 +154,8 @@ def overrides_for(name: str, batch: int, args: argparse.Namespace) -> list[str]:
             over.append(f"data.max_train_examples={args.max_docs}")
         if MINILM.is_dir():  # the bert-base-uncased vocabulary: no WordPiece training
             over.append(f"tokenizer={MINILM}")
-    flags = {"fp32": "precision=32-true", "compile": "compile=true", "activation_checkpointing": None}
+    flags = {"fp32": "precision=32-true", "bf16": "precision=bf16-mixed", "compile": "compile=true",
+             "activation_checkpointing": None}  # fmt: skip
     over += [f"hardware.{v or k + '=true'}" for k, v in flags.items() if getattr(args, k)]
     return over + ([f"hardware.threads={args.threads}"] if args.threads else [])
 
@@ -366,7 +367,8 @@ def main() -> None:
         "--max-docs", type=int, default=None, help="data.max_train_examples for --data wiki (default: all)"
     )
     parser.add_argument("--cache-dir", default=None, help="paths.cache_dir (default: the config's, reused)")
-    parser.add_argument("--fp32", action="store_true", help="hardware.precision=32-true (default bf16-mixed)")
+    parser.add_argument("--fp32", action="store_true", help="hardware.precision=32-true")
+    parser.add_argument("--bf16", action="store_true", help="hardware.precision=bf16-mixed")
     parser.add_argument("--compile", action="store_true", help="hardware.compile=true")
     parser.add_argument(
         "--activation-checkpointing",
@@ -378,6 +380,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep-runs", action="store_true", help="keep the run folders (temp dirs)")
     args = parser.parse_args()
+    if not (args.fp32 or args.bf16):  # what hardware.precision=auto picks on this machine
+        args.fp32 = cpu_precision("auto", "gpu" if torch.cuda.is_available() else "cpu") != "bf16-mixed"
     if args.threads:
         torch.set_num_threads(args.threads)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
