@@ -151,3 +151,17 @@ def test_cfg_job_resolve_prints_derived_labels_and_checkpoint() -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     assert "- contradiction" in out.stdout and "${labels" not in out.stdout
     assert "\npretrained: bert-large-uncased\n" in out.stdout
+
+
+def test_budget_recipe_composes(tmp_path: Path) -> None:
+    """experiment=pretrain_cpu_budget: bert_mini MLM-only on a time budget, held out with the paper's masking."""
+    cfg = compose_cfg(["experiment=pretrain_cpu_budget", "data.path=wiki"], tmp_path)
+    assert (cfg.model.num_hidden_layers, cfg.model.hidden_size) == (4, 256)
+    assert cfg.task.module.objective == "mlm" and cfg.data.nsp is False
+    assert cfg.task.module.scheduler.budget == "time" and cfg.trainer.max_time == "00:00:20:00"
+    assert cfg.model.hidden_dropout_prob == 0.0 and cfg.data.mlm_probability == 0.4
+    assert dict(cfg.data.eval_masking) == {
+        "mlm_probability": 0.15,
+        "mask_token_prob": 0.8,
+        "random_token_prob": 0.1,
+    }
