@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> None:
         f"data.max_train_examples={args.max_train_examples}",
         f"tokenizer={args.tokenizer}",
         "export=false",
-        "callbacks.model_checkpoint.save_last=false",
         *common,
         *args.extra,
     ]

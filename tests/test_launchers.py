@@ -51,6 +51,7 @@ def test_joblib_runs_two_jobs_at_once(tmp_path: Path) -> None:
     assert [(job / ".hydra" / "overrides.yaml").read_text().count("seed=") for job in jobs] == [1, 1]
 
 
+@pytest.mark.slow  # ~25 s alone: a submitit process per job; the basic launcher is tested above
 def test_submitit_local_runs_a_job(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     train(

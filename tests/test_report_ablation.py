@@ -231,7 +231,14 @@ def test_wandb_logs_every_printed_table(
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
     monkeypatch.delenv("WANDB_MODE", raising=False)  # offline is the report's own default
     monkeypatch.setenv("WANDB_SILENT", "true")
-    assert report.main([str(pipelines / "table8"), "--wandb", "--group", "abl"]) == 0
+    import wandb
+
+    try:
+        assert report.main([str(pipelines / "table8"), "--wandb", "--group", "abl"]) == 0
+    finally:
+        # W&B's process-wide settings were read with WANDB_MODE unset: drop them, or later in-process runs
+        # of this session inherit them (they tried to log in instead of running offline)
+        wandb.teardown()
     out = capsys.readouterr()
     assert "group abl" in out.err and "offline" in out.err
     (folder,) = (pipelines / "table8").glob("wandb/offline-run-*")

@@ -72,7 +72,9 @@ def cpu_precision(precision: Any, accelerator: Any) -> Any:
     if not on_cpu:
         return "bf16-mixed"
     chosen = "bf16-mixed" if native_bf16() else "32-true"
-    log.info(
+    # debug, not info: the resolved value is in the run's logged config (hardware.precision), and an
+    # offline error must stay the only line a failed run prints
+    log.debug(
         "hardware.precision=auto: %s (this CPU %s native bf16: %s)",
         chosen,
         "has" if chosen == "bf16-mixed" else "lacks",
