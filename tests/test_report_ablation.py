@@ -4,7 +4,6 @@ Figure 5 in the paper's row order and names, our numbers beside the paper's, med
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import pytest
 from bertlab import report
 from bertlab.paper_numbers import PAPER_TABLES
 from bertlab.report_ablation import summarise_ablations, wandb_tables
-from bertlab.report_wandb import _records
+from tests.test_wandb_table import read_offline_run
 
 OK = "ok"
 
@@ -196,32 +195,6 @@ def test_json_and_exit_codes(pipelines: Path, tmp_path: Path, capsys: pytest.Cap
     write_job(tmp_path / "mixed" / "b", "table8", "80/10/10", {"mnli": task(0.6)})
     assert report.main([str(tmp_path / "mixed")]) == 0
     assert "| 80/10/10 | 2 | 84.2 | 60.0 (1 failed) |" in capsys.readouterr().out
-
-
-def read_offline_run(folder: Path, timeout: float = 30.0) -> tuple[Any, dict[str, Any]]:
-    """(run record, {key: {"columns", "data"}} of each logged table) of an `offline-run-*` folder, read
-    with bertlab's own record reader once the `exit` record is written (no torch import: fast)."""
-    (file,) = folder.glob("run-*.wandb")
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            records = list(_records(file))
-        except Exception:  # a chunk cut off mid-write: W&B's service may still be writing
-            records = []
-        kinds = [r.WhichOneof("record_type") for r in records]
-        if "exit" in kinds or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    run, tables = None, {}
-    for record, kind in zip(records, kinds):
-        if kind == "run":
-            run = record.run
-        elif kind == "history":
-            items = {tuple(i.nested_key) or (i.key,): json.loads(i.value_json) for i in record.history.item}
-            for key, value in items.items():
-                if len(key) == 2 and key[1] == "path" and items.get((key[0], "_type")) == "table-file":
-                    tables[key[0]] = json.loads((folder / "files" / value).read_text())
-    return run, tables
 
 
 def test_wandb_logs_every_printed_table(

@@ -124,7 +124,9 @@ class ProgressLog(Callback):
             + f" | {self.examples / max(elapsed, 1e-9):.1f} examples/s | {clock(elapsed)} elapsed"
         )
         done = step - self._first_step
-        left = elapsed / done * (total - step) if isinstance(total, int) and total > step and done > 0 else None
+        left = (
+            elapsed / done * (total - step) if isinstance(total, int) and total > step and done > 0 else None
+        )
         timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
         remaining = timer.time_remaining() if timer is not None else None
         if remaining is not None and (left is None or remaining < left):  # trainer.max_time stops it first

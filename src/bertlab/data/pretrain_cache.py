@@ -39,7 +39,8 @@ from bertlab.data.tokenizer import load_tokenizer, special_ids, train_wordpiece
 
 log = logging.getLogger(__name__)
 
-_CACHE_VERSION = "2"  # 2: max_train_examples capped per file before; bump when the preprocessing output changes meaning
+# bump when the preprocessing output changes meaning (2: max_train_examples used to cap each file)
+_CACHE_VERSION = "2"
 
 
 # -- keys -----------------------------------------------------------------------------------------------
