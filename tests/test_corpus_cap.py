@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bertlab.data.corpus import resolve_corpus
 from bertlab.data.pretrain_cache import corpus_key, read_documents
 
@@ -18,7 +20,10 @@ def test_cap_counts_documents_across_files(tmp_path: Path) -> None:
     assert len(source.files) == 3
     for cap, expected in ((7, 7), (None, 15)):
         key = corpus_key(source, "text", "train", cap)
-        docs, usable = read_documents(source, key, str(folder), "text", "train", tmp_path / "cache", cap, 1)
+        with pytest.warns(UserWarning) as caught:  # only the documents too short count as skipped
+            docs, usable = read_documents(source, key, str(folder), "text", "train", tmp_path / "cache", cap, 1)
+        (message,) = [str(w.message) for w in caught]
+        assert "skipped 3 of 18 documents with fewer than 2 sentences" in message, message
         assert len(usable) == expected, (cap, len(usable))  # per-file capping gave 3 x 5 = 15 at cap 7
         firsts = [docs[int(i)]["sentences"][0] for i in usable]
         assert firsts == sorted(firsts, key=lambda s: (s.split()[1], int(s.split()[3])))  # the corpus's order

@@ -298,17 +298,17 @@ def read_documents(
     # keep documents of >= 2 sentences (NSP needs them), counted with pyarrow rather than in Python
     lengths = pc.list_value_length(docs.data.column("sentences")).fill_null(0).to_numpy(zero_copy_only=False)
     usable = np.flatnonzero(lengths >= 2)
-    if max_docs is not None:
-        # `datasets` runs the generator once per file of a list, so its cap held per file: cap the whole
-        usable = usable[:max_docs]
     if len(usable) == 0:
         raise no_usable_documents(label, len(docs))
-    if len(usable) < len(docs):
+    if len(usable) < len(docs):  # the documents too short, not those past the cap below
         warnings.warn(
             f"{label}: skipped {len(docs) - len(usable)} of {len(docs)} documents with fewer "
             "than 2 sentences (next-sentence pairs need 2)",
             stacklevel=3,
         )
+    if max_docs is not None:
+        # `datasets` runs the generator once per file of a list, so its cap held per file: cap the whole
+        usable = usable[:max_docs]
     return docs, usable
 
 
