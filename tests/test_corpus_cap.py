@@ -21,7 +21,9 @@ def test_cap_counts_documents_across_files(tmp_path: Path) -> None:
     for cap, expected in ((7, 7), (None, 15)):
         key = corpus_key(source, "text", "train", cap)
         with pytest.warns(UserWarning) as caught:  # only the documents too short count as skipped
-            docs, usable = read_documents(source, key, str(folder), "text", "train", tmp_path / "cache", cap, 1)
+            docs, usable = read_documents(
+                source, key, str(folder), "text", "train", tmp_path / "cache", cap, 1
+            )
         (message,) = [str(w.message) for w in caught]
         assert "skipped 3 of 18 documents with fewer than 2 sentences" in message, message
         assert len(usable) == expected, (cap, len(usable))  # per-file capping gave 3 x 5 = 15 at cap 7
