@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from bertlab import resolvers
 from bertlab.checkpointing import PeriodicCheckpoint
-from bertlab.pipeline import finetune_overrides, pretrain_overrides, summary_table, tasks_of
+from bertlab.pipeline import finetune_overrides, pipeline_config, pretrain_overrides, summary_table, tasks_of
 from bertlab.pipeline_stage import compose_stage, forwarded_overrides, job_config, one_line
 from tests.cli import offline_env, run_train
 from tests.hydra_helpers import REPO
@@ -128,6 +128,18 @@ def test_one_line_errors_and_bad_keep_steps(tmp_path: Path) -> None:
     assert one_line(ValueError("first\n   second")) == "ValueError: first second"
     with pytest.raises(ValueError, match=r"keep_steps=\[0\]: must be optimizer steps >= 1"):
         PeriodicCheckpoint(dirpath=tmp_path, keep_steps=[0])
+
+
+def test_pipeline_run_config_names_the_variant_recipes_and_pretraining(hydra_cfg: Callable) -> None:
+    cfg = hydra_cfg(["experiment=ablation_table8", "scale=cpu", "pipeline.variant=m0_s20_r80"])
+    pre = {"status": "ok", "step": 301, "wall_s": 380.5, "metrics": {"val/mlm_acc": 0.07}}
+    values = pipeline_config(cfg, {"variant": "m0_s20_r80", "pretrain": pre})
+    assert values["pipeline.variant"] == "m0_s20_r80" and values["pipeline.scale"] == "cpu"
+    assert values["pipeline.variants.m0_s20_r80.label"] == "0/20/80"
+    assert not any(k.startswith("pipeline.variants.m80_s10_r10") for k in values)  # this variant's alone
+    assert "trainer.max_time=00:00:06:00" in values["pipeline.pretrain_overrides"]
+    assert values["pipeline.tasks"] == ["sst2", "conll2003", "conll2003_feature"]  # resolved
+    assert (values["pretrain.step"], values["pretrain.val/mlm_acc"]) == (301, 0.07)
 
 
 def test_summary_table_has_one_line_per_row() -> None:

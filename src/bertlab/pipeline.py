@@ -30,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from bertlab.pipeline_stage import (
     StageResult,
@@ -40,6 +40,7 @@ from bertlab.pipeline_stage import (
     resolved,
     run_stage,
 )
+from bertlab.run_logging import flat_config
 from bertlab.run_plan import ConfigError
 
 log = logging.getLogger("bertlab")
@@ -211,9 +212,21 @@ def log_summary(cfg: DictConfig, result: dict[str, Any], job: Path) -> None:
         tags=[result["ablation"], result["variant"]],
         save_dir=str(job),
     )
+    logger.log_hyperparams(pipeline_config(cfg, result))
     logger.log_table("results", columns=columns, data=lines)
     logger.experiment.summary.update({"pretrain_status": result["pretrain"]["status"]})
     finish_wandb(exit_code=0)
+
+
+def pipeline_config(cfg: DictConfig, result: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline run's W&B config, flattened: its `pipeline` node resolved (this variant's entry alone,
+    the recipes each stage ran with, the task list, the scale) and the pre-training's step, wall time and
+    metrics (`pretrain.*`), so the group's dashboard can filter and group the variants' rows by any of them."""
+    spec: dict[str, Any] = OmegaConf.to_container(cfg.pipeline, resolve=True)  # type: ignore[assignment]
+    spec["variants"] = {result["variant"]: spec["variants"][result["variant"]]}
+    pre = result.get("pretrain") or {}
+    record = {k: pre[k] for k in ("status", "step", "wall_s") if k in pre} | dict(pre.get("metrics") or {})
+    return flat_config({"pipeline": spec, "pretrain": record, "seed": cfg.get("seed")})
 
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
