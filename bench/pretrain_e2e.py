@@ -35,6 +35,7 @@ memory (MALLOC_TRIM_THRESHOLD_), so the high-water mark holds every earlier step
     MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 \\
         python bench/pretrain_e2e.py [--models bert_tiny:64 bert_mini:64 bert_base:8] [--steps 20]
         [--warmup 3] [--data wiki|pydoc] [--fp32] [--compile] [--activation-checkpointing] [--threads N]
+        [--hardware cpu|gpu]
 
 --data wiki (the default when /work/shared/data/wiki exists) reads the whole corpus unless --max-docs,
 with the MiniLM (bert-base-uncased) vocabulary when installed: the first run builds the instance cache
@@ -132,7 +133,8 @@ def compose_run(overrides: list[str], out: Path, cache: str | None) -> DictConfi
 def overrides_for(name: str, batch: int, args: argparse.Namespace) -> list[str]:
     """train.py's command line for this model (what the e2e side runs)."""
     over = [
-        f"model={name}", f"task={args.task}", "logger=none", "export=false", f"seed={args.seed}",
+        f"hardware={args.hardware}", f"model={name}", f"task={args.task}", "logger=none", "export=false",
+        f"seed={args.seed}",
         f"data.batch_size={batch}", f"trainer.max_steps={args.warmup + args.steps + 1}",
         "trainer.enable_model_summary=false", "+trainer.enable_progress_bar=false",
     ]  # fmt: skip
@@ -319,6 +321,9 @@ def main() -> None:
         help="hardware.activation_checkpointing=true; also compares memory per sequence with and without",
     )
     parser.add_argument("--threads", type=int, default=None, help="hardware.threads (and torch's here)")
+    parser.add_argument(
+        "--hardware", default="gpu" if torch.cuda.is_available() else "cpu", help="conf/hardware preset"
+    )
     parser.add_argument("--with-val", action="store_true", help="keep the task's validation in the run")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--keep-runs", action="store_true", help="keep the run folders (temp dirs)")

@@ -266,3 +266,21 @@ def test_precision_auto_follows_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None
     assert acceleration.cpu_precision("auto", "auto") == "32-true"  # ddp/fsdp presets on a CPU machine
     assert acceleration.cpu_precision("auto", "gpu") == "bf16-mixed"
     assert acceleration.cpu_precision("16-mixed", "cpu") == "16-mixed"
+
+
+def test_cuda_runs_turn_off_cudnn_attention(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With CUDA, run.set_environment turns SDPA's cuDNN backend off: it rebuilds a graph for each new
+    shape, which the padding-free path's length buckets bring nearly every batch (0.11x on an H200)."""
+    from bertlab.run import set_environment
+
+    for name in ("WANDB_MODE", "WANDB_SILENT", "HF_HOME", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(name, raising=False)  # monkeypatch restores them, and whatever set_environment set
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda _: None)
+    torch.backends.cuda.enable_cudnn_sdp(True)
+    try:
+        set_environment(OmegaConf.create({"logger": None, "paths": {"cache_dir": str(tmp_path)}}))
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)

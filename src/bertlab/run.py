@@ -60,6 +60,11 @@ def set_environment(cfg: DictConfig) -> None:
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache / "datasets"))
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
+        # SDPA's cuDNN backend builds a graph per new shape, and the padding-free path's length buckets
+        # (and dynamic padding) bring new shapes nearly every batch: on an H200, bert_base pre-training ran
+        # at 0.11x its model-only step (~450 ms/step building graphs), 0.91x with cuDNN attention off
+        # (bench/pretrain_e2e.py --hardware gpu; README). Flash and memory-efficient kernels remain.
+        torch.backends.cuda.enable_cudnn_sdp(False)
 
 
 def build_trainer(cfg: DictConfig) -> L.Trainer:
