@@ -17,8 +17,15 @@ from omegaconf import DictConfig
 
 from bertlab import resolvers
 from bertlab.checkpointing import PeriodicCheckpoint
-from bertlab.pipeline import finetune_overrides, pipeline_config, pretrain_overrides, summary_table, tasks_of
-from bertlab.pipeline_stage import compose_stage, forwarded_overrides, job_config, one_line
+from bertlab.pipeline import (
+    finetune_overrides,
+    pipeline_config,
+    pretrain_overrides,
+    summary_table,
+    task_record,
+    tasks_of,
+)
+from bertlab.pipeline_stage import StageResult, compose_stage, forwarded_overrides, job_config, one_line
 from tests.cli import offline_env, run_train
 from tests.hydra_helpers import REPO
 
@@ -142,6 +149,18 @@ def test_pipeline_run_config_names_the_variant_recipes_and_pretraining(hydra_cfg
     assert (values["pretrain.step"], values["pretrain.val/mlm_acc"]) == (301, 0.07)
 
 
+@pytest.mark.parametrize("task", ["conll2003", "conll2003_feature", "squad_v1", "squad_v2", "sst2", "swag"])
+def test_every_score_is_a_fraction(task: str, tmp_path: Path, hydra_cfg: Callable) -> None:
+    """NER and SQuAD log their metric in percent, GLUE and SWAG as a fraction: a row holds fractions only
+    (the report scales every task x100; a CoNLL F1 of 70.9 once printed as 7089)."""
+    composed = hydra_cfg([f"task={task}"]).task
+    value = 70.9 if composed.main_metric_percent else 0.709
+    stage = StageResult(tmp_path, metrics={composed.main_metric: value}, main_metric=composed.main_metric)
+    stage.main_metric_percent = composed.main_metric_percent
+    assert task_record(stage)["score"] == pytest.approx(0.709)
+    assert composed.main_metric_percent == (task.startswith(("conll", "squad")))
+
+
 def test_summary_table_has_one_line_per_row() -> None:
     ok = {"status": "ok", "metric": "val/acc", "score": 0.75, "wall_s": 2.0, "run_dir": "r"}
     failed = {"status": "failed", "error": "DataError: x", "wall_s": 0.5}
@@ -214,7 +233,7 @@ def _pipeline(ablation: str, variant: str, run: Path, shared: tuple[Path, Path],
 
 def _ok(entry: dict, metric: str) -> None:
     assert entry["status"] == "ok" and entry["metric"] == metric, entry
-    assert entry["score"] >= 0.0 and entry["wall_s"] > 0 and Path(entry["run_dir"]).is_dir()
+    assert 0.0 <= entry["score"] <= 1.0 and entry["wall_s"] > 0 and Path(entry["run_dir"]).is_dir()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -155,7 +155,9 @@ def pretrain_record(stage: StageResult, step: int | None) -> dict[str, Any]:
 
 
 def task_record(stage: StageResult) -> dict[str, Any]:
-    """One task's entry of a row: its main dev metric and score, or the one-line error."""
+    """One task's entry of a row: its main dev metric and score, or the one-line error. The score is a
+    fraction for every task (a metric in percent, `task.main_metric_percent`, is divided by 100), so the
+    report, the notebook and the W&B table scale every task alike."""
     if stage.status == "ok" and stage.main_metric not in stage.metrics:
         stage.status, stage.error = "failed", f"metrics.json has no {stage.main_metric} (task.main_metric)"
     if stage.status != "ok":
@@ -163,7 +165,7 @@ def task_record(stage: StageResult) -> dict[str, Any]:
     return {
         "status": "ok",
         "metric": stage.main_metric,
-        "score": stage.metrics[stage.main_metric],  # type: ignore[index]
+        "score": stage.metrics[stage.main_metric] / (100 if stage.main_metric_percent else 1),  # type: ignore[index]
         "wall_s": stage.wall_s,
         "run_dir": str(stage.run_dir),
     }

@@ -79,6 +79,7 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     main_metric: str | None = None  # the composed task.main_metric (fine-tuning tasks)
+    main_metric_percent: bool = False  # task.main_metric_percent: that metric is in percent, not a fraction
 
 
 @contextlib.contextmanager
@@ -171,6 +172,7 @@ def run_stage(
         cfg = compose_stage(overrides, out, paths)
         job = job_config(cfg, wandb)
         result.main_metric = OmegaConf.select(job, "task.main_metric", default=None)
+        result.main_metric_percent = bool(OmegaConf.select(job, "task.main_metric_percent", default=False))
         save_job_files(cfg, job, out)
         with stage_context(cfg, out):
             result.metrics = dict(main(job))
