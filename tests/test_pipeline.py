@@ -21,6 +21,7 @@ from bertlab.pipeline import (
     finetune_overrides,
     pipeline_config,
     pretrain_overrides,
+    reusable_pretraining,
     summary_table,
     task_record,
     tasks_of,
@@ -159,6 +160,34 @@ def test_every_score_is_a_fraction(task: str, tmp_path: Path, hydra_cfg: Callabl
     stage.main_metric_percent = composed.main_metric_percent
     assert task_record(stage)["score"] == pytest.approx(0.709)
     assert composed.main_metric_percent == (task.startswith(("conll", "squad")))
+
+
+def test_ltr_bilstm_reuses_ltrs_pretraining_only_when_it_matches(tmp_path: Path, hydra_cfg: Callable) -> None:
+    spec = hydra_cfg(["experiment=ablation_table5", "scale=cpu"]).pipeline
+    spec.variant = "ltr"
+    ltr_over = pretrain_overrides(spec, ["paths.data_dir=/d", "pipeline.variant=ltr"])
+    spec.variant = "ltr_bilstm"
+    over = pretrain_overrides(spec, ["paths.data_dir=/d", "pipeline.variant=ltr_bilstm"])
+    assert over == ltr_over  # the same pre-training: the variant's own name is not forwarded
+    sweep = tmp_path / "sweep"
+    job, sibling = sweep / "ltr_bilstm", sweep / "ltr"
+    assert reusable_pretraining(spec, job, over) is None  # ltr has not run here (a lone job)
+    sibling.mkdir(parents=True)
+    pre = {
+        "status": "ok",
+        "run_dir": str(sibling / "pretrain"),
+        "step": 330,
+        "overrides": over,
+        "metrics": {},
+    }
+    (sibling / "pipeline.json").write_text(json.dumps({"pretrain": pre}))
+    assert reusable_pretraining(spec, job, over) == {**pre, "reused_from": str(sibling)}
+    assert reusable_pretraining(spec, job, [*over, "seed=2"]) is None  # pre-trained otherwise
+    (sibling / "pipeline.json").write_text(json.dumps({"pretrain": {**pre, "status": "failed"}}))
+    assert reusable_pretraining(spec, job, over) is None
+    spec.variant = "no_nsp"  # no pretrain_from
+    (sibling / "pipeline.json").write_text(json.dumps({"pretrain": pre}))
+    assert reusable_pretraining(spec, sweep / "no_nsp", over) is None
 
 
 def test_summary_table_has_one_line_per_row() -> None:

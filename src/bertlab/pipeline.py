@@ -16,6 +16,10 @@ A stage's overrides, in order (later ones win): the scale's (`pipeline.pretrain_
 then `pipeline.pretrain_extra` / `pipeline.finetune_extra`. Fine-tuning reads `pretrained=<pretrain>/export`,
 or with `pipeline.per_kept_step` each `<pretrain>/checkpoints/step<N>.ckpt` of `pipeline.keep_steps`.
 
+A variant with `pretrain_from: <variant>` fine-tunes that variant's pre-trained model when its job sits
+beside this one in the sweep folder and pre-trained with the same overrides (pipeline.json's
+`pretrain.overrides`); otherwise it pre-trains itself. `ltr_bilstm` so reuses `ltr`'s.
+
 A failed task is recorded in its row (`{"status": "failed", "error": "<one line>"}`) and the next task
 runs. A failed pre-training is recorded too, and the job ends without raising (an error line in the log),
 so a sweep's other variants still run; pipeline.json is rewritten after every stage.
@@ -132,6 +136,20 @@ def final_step(pretrain: Path) -> int | None:
         return checkpoint_step(pretrain / "checkpoints" / "last.ckpt")
     except ValueError:
         return None
+
+
+def reusable_pretraining(spec: DictConfig, job: Path, overrides: list[str]) -> dict[str, Any] | None:
+    """The `pretrain` record of the variant this one names in `pretrain_from`, when that variant's job sits
+    beside this one (the same sweep folder), its pre-training ended ok and it ran with exactly these
+    overrides (`ltr_bilstm` fine-tunes `ltr`'s model with a BiLSTM on top); else None (pre-train here)."""
+    source = variant_of(spec).get("pretrain_from")
+    result_file = job.parent / str(source) / RESULT_FILE
+    if not source or not result_file.is_file():
+        return None
+    pre = json.loads(result_file.read_text(encoding="utf-8")).get("pretrain") or {}
+    if pre.get("status") != "ok" or pre.get("overrides") != overrides:
+        return None
+    return {**pre, "reused_from": str(result_file.parent)}
 
 
 def pretrain_record(stage: StageResult, step: int | None) -> dict[str, Any]:
@@ -265,13 +283,19 @@ def run_pipeline(cfg: DictConfig) -> dict[str, float]:
     }
     log.info("pipeline %s/%s (%s), scale %s: pre-training, then %s", result["ablation"], result["variant"],
              result["label"], result["scale"], ", ".join(tasks) or "no tasks")  # fmt: skip
-    pre_dir = job / "pretrain"
-    wandb = {"group": group, "name": f"{spec.ablation}/{spec.variant}/pretrain"}
-    pre = run_stage("pretrain", pre_over, pre_dir, paths, wandb)
-    step = final_step(pre_dir) if pre.status == "ok" else None
-    result["pretrain"] = pretrain_record(pre, step)
+    reused = reusable_pretraining(spec, job, pre_over)
+    if reused is not None:  # the same pre-training, already run beside this job: fine-tune that model
+        pre_dir, step = Path(reused["run_dir"]), reused["step"]
+        result["pretrain"] = reused
+        log.info("pipeline: pre-training reused from %s (pretrain_from)", reused["reused_from"])
+    else:
+        pre_dir = job / "pretrain"
+        wandb = {"group": group, "name": f"{spec.ablation}/{spec.variant}/pretrain"}
+        pre = run_stage("pretrain", pre_over, pre_dir, paths, wandb)
+        step = final_step(pre_dir) if pre.status == "ok" else None
+        result["pretrain"] = pretrain_record(pre, step) | {"overrides": pre_over}
     write_result(result, job)
-    if pre.status != "ok":
+    if result["pretrain"]["status"] != "ok":
         log.error("pipeline %s/%s: pre-training failed, nothing to fine-tune", spec.ablation, spec.variant)
         log_summary(cfg, result, job)
         return {}
