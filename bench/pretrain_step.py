@@ -32,8 +32,10 @@ import yaml
 from mfu import counts, gemm_rates, model_flops, sync  # bench/mfu.py, beside this script
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from bertlab.acceleration import compile_layers
 from bertlab.model import BertConfig, BertForPreTraining
 from bertlab.model.convert import load_state
+from bertlab.run_plan import PRESET_ONLY
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
 
@@ -43,7 +45,7 @@ def preset(name: str) -> BertConfig:
     values = yaml.safe_load((CONF / "_bert.yaml").read_text()) | yaml.safe_load(
         (CONF / f"{name}.yaml").read_text()
     )
-    return BertConfig(**{k: v for k, v in values.items() if k not in ("defaults", "hub_name")})
+    return BertConfig(**{k: v for k, v in values.items() if k not in ("defaults", *PRESET_ONLY)})
 
 
 def make_inputs(
@@ -111,10 +113,9 @@ def timed(step: Callable[[], float], device: torch.device, bf16: bool, flash: bo
 
 
 def compile_models(ref: torch.nn.Module, ours: BertForPreTraining) -> None:
-    """transformers' model whole; bertlab's layers in place, as hardware.compile (acceleration.py) does."""
+    """transformers' model whole; bertlab's layers in place with hardware.compile's own `compile_layers`."""
     ref.forward = torch.compile(ref.forward)  # type: ignore[method-assign]
-    for layer in ours.bert.encoder.layer:
-        layer.forward = torch.compile(layer.forward)  # type: ignore[method-assign]
+    compile_layers(ours)
 
 
 def bench(name: str, batch: int, length: int, args: argparse.Namespace) -> float:

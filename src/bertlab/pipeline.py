@@ -143,8 +143,10 @@ def reusable_pretraining(spec: DictConfig, job: Path, overrides: list[str]) -> d
     beside this one (the same sweep folder), its pre-training ended ok and it ran with exactly these
     overrides (`ltr_bilstm` fine-tunes `ltr`'s model with a BiLSTM on top); else None (pre-train here)."""
     source = variant_of(spec).get("pretrain_from")
+    if not source:
+        return None
     result_file = job.parent / str(source) / RESULT_FILE
-    if not source or not result_file.is_file():
+    if not result_file.is_file():
         return None
     pre = json.loads(result_file.read_text(encoding="utf-8")).get("pretrain") or {}
     if pre.get("status") != "ok" or pre.get("overrides") != overrides:
