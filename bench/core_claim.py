@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bertlab.resolvers import glue_metric
+from bertlab.data.glue_tasks import main_metric as glue_metric
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("sst2", "mrpc", "stsb", "cola", "rte")

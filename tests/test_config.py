@@ -160,6 +160,7 @@ def test_budget_recipe_composes(tmp_path: Path) -> None:
     assert cfg.task.module.objective == "mlm" and cfg.data.nsp is False
     assert cfg.task.module.scheduler.budget == "time" and cfg.trainer.max_time == "00:00:20:00"
     assert cfg.model.hidden_dropout_prob == 0.0 and cfg.data.mlm_probability == 0.4
+    assert cfg.data.max_seq_length == 64 and cfg.data.batch_size == 16
     assert dict(cfg.data.eval_masking) == {
         "mlm_probability": 0.15,
         "mask_token_prob": 0.8,
