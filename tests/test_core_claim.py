@@ -1,0 +1,58 @@
+"""bench/core_claim.py's report: medians and ranges over seeds, the difference per task, the mean over tasks."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "core_claim.py"
+
+
+@pytest.fixture(scope="module")
+def core_claim() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("core_claim", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def result(task: str, start: str, seed: int, score: float | None, wall: float = 10.0) -> dict[str, Any]:
+    return {"task": task, "start": start, "seed": seed, "score": score, "wall_s": wall}
+
+
+def test_summary_is_median_and_range_times_100(core_claim: ModuleType) -> None:
+    assert core_claim.summary([0.5, 0.9, 0.7]) == "70.0 (50.0–90.0)"
+    assert core_claim.summary([]) == "failed"
+
+
+def test_table_rows_difference_and_mean(core_claim: ModuleType) -> None:
+    results = [
+        # sst2: pre-trained median 0.80, random median 0.70 -> +10.0; walls summed over seeds
+        *(result("sst2", "pretrained", s, v, 11.0) for s, v in ((1, 0.80), (2, 0.78), (3, 0.83))),
+        *(result("sst2", "random", s, v, 12.0) for s, v in ((1, 0.70), (2, 0.69), (3, 0.75))),
+        # stsb: pre-trained median 0.25, random median 0.31 -> -6.0
+        *(result("stsb", "pretrained", s, v) for s, v in ((1, 0.25), (2, 0.20), (3, 0.26))),
+        *(result("stsb", "random", s, v) for s, v in ((1, 0.31), (2, 0.30), (3, 0.40))),
+    ]
+    lines = core_claim.table(results, ["sst2", "stsb"]).splitlines()
+    assert lines[2] == "| sst2 (acc) | 80.0 (78.0–83.0) | 70.0 (69.0–75.0) | +10.0 | 33 / 36 |"
+    assert lines[3] == "| stsb (spearmanr) | 25.0 (20.0–26.0) | 31.0 (30.0–40.0) | -6.0 | 30 / 30 |"
+    # mean of the medians: (80 + 25) / 2 against (70 + 31) / 2
+    assert lines[4] == "| mean | 52.5 | 50.5 | +2.0 | |"
+
+
+def test_a_task_that_failed_everywhere_has_no_difference_and_no_mean(core_claim: ModuleType) -> None:
+    results = [
+        result("rte", "pretrained", 1, None),
+        result("rte", "random", 1, 0.5),
+        result("sst2", "pretrained", 1, 0.6),
+        result("sst2", "random", 1, 0.5),
+    ]
+    lines = core_claim.table(results, ["rte", "sst2"]).splitlines()
+    assert lines[2].startswith("| rte (acc) | failed | 50.0 (50.0–50.0) | — |")
+    assert not any(line.startswith("| mean") for line in lines)
