@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bertlab.data.glue_tasks import main_metric
+from bertlab.data.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("sst2", "mrpc", "stsb", "cola", "rte")
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pretrained", help="skip pre-training: fine-tune this export folder or .ckpt")
     p.add_argument("--wiki", default=str(REPO.parent / "shared" / "data" / "wiki"))
     p.add_argument("--glue", default=str(REPO.parent / "shared" / "data" / "glue"))
-    p.add_argument("--tokenizer", required=True, help="vocab.txt / tokenizer.json / folder (both starts)")
+    p.add_argument("--tokenizer", help="vocab.txt / tokenizer.json / folder (both starts)")
+    p.add_argument(
+        "--vocab-size", type=int,
+        help="instead of --tokenizer: pre-training trains a WordPiece vocabulary of this size on the wiki "
+        "(tokenizer=null data.vocab_size=N) and both starts fine-tune with the export's",
+    )  # fmt: skip
     p.add_argument("--model", default="bert_mini")
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -118,6 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every fine-tuning run")
     args = p.parse_args(argv)
+    if (args.tokenizer is None) == (args.vocab_size is None):
+        p.error("give one of --tokenizer (a vocabulary) or --vocab-size (train one on the wiki)")
+    if args.vocab_size is not None and args.pretrained is not None:
+        p.error("--vocab-size trains a vocabulary while pre-training; with --pretrained give --tokenizer")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
     cores = os.cpu_count() or 1
@@ -129,16 +139,21 @@ def main(argv: list[str] | None = None) -> None:
         pre_args = [
             "experiment=pretrain_cpu_budget",
             f"data.path={args.wiki}",
-            f"tokenizer={args.tokenizer}",
+            *(
+                [f"tokenizer={args.tokenizer}"]
+                if args.tokenizer
+                else ["tokenizer=null", f"data.vocab_size={args.vocab_size}"]
+            ),
             f"trainer.max_time={args.budget}",
             *common,
         ]
         pretrain_metrics, pretrain_wall, error = train(pre_args, run, cores)
         if error:
             raise SystemExit(f"error: pre-training failed ({run}/stdout.log): {error}")
-        pretrained = str(run / "export")
+        pretrained = str(run / "export")  # a trained vocabulary is exported beside the weights
         log.info("pre-trained in %.0f s: %s", pretrain_wall, pretrain_metrics)
 
+    vocab_size = load_tokenizer(args.tokenizer or pretrained).get_vocab_size()
     recipe = [
         f"paths.data_dir={Path(args.glue).parent}",
         f"task.module.optimizer.lr={args.lr}",
@@ -146,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
         f"data.batch_size={args.batch_size}",
         f"data.max_train_examples={args.max_train_examples}",
         f"data.max_seq_length={args.max_seq_length}",
-        f"tokenizer={args.tokenizer}",
+        f"tokenizer={args.tokenizer or pretrained}",
+        f"model.vocab_size={vocab_size}",  # random init gets the pre-trained start's vocabulary
         "export=false",
         *common,
         *args.extra,

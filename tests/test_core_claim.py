@@ -56,3 +56,17 @@ def test_a_task_that_failed_everywhere_has_no_difference_and_no_mean(core_claim:
     lines = core_claim.table(results, ["rte", "sst2"]).splitlines()
     assert lines[2].startswith("| rte (acc) | failed | 50.0 (50.0–50.0) | — |")
     assert not any(line.startswith("| mean") for line in lines)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--tokenizer", "vocab.txt", "--vocab-size", "8192"], ["--vocab-size", "8192", "--pretrained", "x"]],
+)
+def test_vocabulary_arguments_are_checked_before_any_run(
+    core_claim: ModuleType, tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        core_claim.main(["--out", str(tmp_path / "out"), *extra])
+    assert exit_info.value.code == 2
+    assert "--tokenizer" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was started
