@@ -92,6 +92,29 @@ def table(results: list[dict[str, Any]], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def common_args(args: argparse.Namespace) -> list[str]:
+    """Overrides of every run, pre-training and fine-tuning."""
+    return ["logger=csv", f"model={args.model}"]
+
+
+def pretrain_args(args: argparse.Namespace) -> list[str]:
+    """`train.py` overrides of the pre-training run: the budget recipe on the wiki for `--budget`."""
+    return [
+        "experiment=pretrain_cpu_budget",
+        f"data.path={args.wiki}",
+        *(
+            [f"tokenizer={args.tokenizer}"]
+            if args.tokenizer
+            else ["tokenizer=null", f"data.vocab_size={args.vocab_size}"]
+        ),
+        # MRPC, STS-B and RTE are sentence pairs: pre-train on [CLS] A [SEP] B [SEP] so their segment-B
+        # embedding and middle [SEP] are trained, not left at their random start (MLM only, no NSP)
+        "data.segment_pairs=true",
+        f"trainer.max_time={args.budget}",
+        *common_args(args),
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for every run and core_claim.json")
@@ -131,23 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
     cores = os.cpu_count() or 1
-    common = ["logger=csv", f"model={args.model}"]
+    common = common_args(args)
 
     pretrained, pretrain_wall, pretrain_metrics = args.pretrained, 0.0, {}
     if pretrained is None:
         run = out / "pretrain"
-        pre_args = [
-            "experiment=pretrain_cpu_budget",
-            f"data.path={args.wiki}",
-            *(
-                [f"tokenizer={args.tokenizer}"]
-                if args.tokenizer
-                else ["tokenizer=null", f"data.vocab_size={args.vocab_size}"]
-            ),
-            f"trainer.max_time={args.budget}",
-            *common,
-        ]
-        pretrain_metrics, pretrain_wall, error = train(pre_args, run, cores)
+        pretrain_metrics, pretrain_wall, error = train(pretrain_args(args), run, cores)
         if error:
             raise SystemExit(f"error: pre-training failed ({run}/stdout.log): {error}")
         pretrained = str(run / "export")  # a trained vocabulary is exported beside the weights

@@ -13,6 +13,7 @@ import pytest
 import torch
 import transformers
 
+from bertlab.data.errors import DataConfigError
 from bertlab.data.nsp import create_segment_instances, create_segments_from_document
 from bertlab.data.pretrain import PretrainDataModule
 from bertlab.model.heads import BertForMaskedLM
@@ -80,6 +81,35 @@ def test_no_nsp_segments_are_contiguous_single_segments_filling_the_length() -> 
     assert mean > 0.6 * max_len, mean
 
 
+def test_segment_pairs_split_whole_sentences_into_a_and_b_with_types_0_then_1() -> None:
+    rng = random.Random(5)
+    docs = [[[1000 + 100 * d + s] * rng.randint(1, 9) for s in range(rng.randint(1, 7))] for d in range(40)]
+    docs[0].append([77] * 40)  # cut into pieces: a piece has no sentence boundary, so it stays one segment
+    max_len, paired = 23, 0
+    for doc in docs:
+        segs = create_segments_from_document(doc, max_len, random.Random(1), CLS, SEP, 0.0, pairs=True)
+        text = []
+        for seg in segs:
+            ids, types = seg["input_ids"], seg["token_type_ids"]
+            assert ids[0] == CLS and ids[-1] == SEP and len(ids) <= max_len and len(types) == len(ids)
+            if ids.count(SEP) == 2:
+                paired += 1
+                mid = ids.index(SEP)
+                a, b = ids[1:mid], ids[mid + 1 : -1]
+                assert a and b and types == [0] * (mid + 1) + [1] * (len(b) + 1)
+                assert a[-1] != b[0], (
+                    "A|B must fall on a sentence boundary (each sentence is one repeated id)"
+                )
+                text += a + b
+            else:
+                assert ids.count(SEP) == 1 and types == [0] * len(ids)
+                text += ids[1:-1]
+        assert text == [t for s in doc for t in s], "not the document's text in order"
+    assert paired > 20
+    with pytest.raises(DataConfigError, match=r"data\.segment_pairs=true is for MLM-only data"):
+        PretrainDataModule(nsp=True, segment_pairs=True)
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_no_nsp_datamodule_batches_and_cache_key(minilm_dir: Path, tmp_path: Path) -> None:
     kw = dict(tokenizer=str(minilm_dir), cache_dir=tmp_path, max_train_examples=30, val_docs=4)
@@ -96,6 +126,13 @@ def test_no_nsp_datamodule_batches_and_cache_key(minilm_dir: Path, tmp_path: Pat
         assert ((batch["input_ids"] == sep).sum(1) == 1).all()
         lengths += batch["attention_mask"].sum(1).tolist()
     assert max(lengths) == 48 and sum(lengths) / len(lengths) > 0.6 * 48
+    pairs = PretrainDataModule(nsp=False, segment_pairs=True, max_seq_length=48, short_seq_prob=0.0, **kw)
+    assert "segment_pairs" not in dm._settings(), "MLM-only cache keys without pairs must stay as they were"
+    assert pairs._data_dir("c", dm.tokenizer) != dm._data_dir("c", dm.tokenizer)
+    pairs.setup("fit")
+    batch = next(iter(pairs.train_dataloader()))
+    two = (batch["input_ids"] == sep).sum(1) == 2
+    assert two.any() and batch["token_type_ids"][two].any(1).all() and not batch["token_type_ids"][~two].any()
 
 
 @pytest.mark.parametrize("mix", TABLE8)

@@ -135,13 +135,19 @@ def create_segments_from_document(
     cls_id: int,
     sep_id: int,
     short_seq_prob: float = 0.1,
+    pairs: bool = False,
 ) -> list[Segment]:
     """DOC-SENTENCES segments of one document: whole contiguous sentences packed up to the target length
     (`max_seq_length - 2`, or with probability `short_seq_prob` a random shorter one, drawn per segment as
-    the NSP path draws it per chunk); a sentence longer than the target is cut into target-sized pieces."""
-    if max_seq_length < 3:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for [CLS] text [SEP]; use >= 3")
-    max_num_tokens = max_seq_length - 2
+    the NSP path draws it per chunk); a sentence longer than the target is cut into target-sized pieces.
+
+    `pairs`: a segment of two or more sentences is split at a random sentence boundary into
+    `[CLS] A [SEP] B [SEP]` (token types 0 then 1; target `max_seq_length - 3`), B always A's continuation
+    and no NSP label. Fine-tuning's sentence pairs then meet a trained segment-B embedding and a [SEP] in the
+    middle instead of ones pre-training never touched."""
+    if max_seq_length < 3 + pairs:
+        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for [CLS] text [SEP]; use >= 4")
+    max_num_tokens = max_seq_length - 2 - pairs
 
     def draw_target() -> int:
         short = rng.random() < short_seq_prob
@@ -149,17 +155,29 @@ def create_segments_from_document(
 
     out: list[Segment] = []
     tokens: list[int] = []
+    starts: list[int] = []  # where each later whole sentence begins in `tokens`: the candidate A|B splits
     target = draw_target()
 
     def close() -> None:
-        nonlocal tokens, target
-        if tokens:
+        nonlocal tokens, starts, target
+        if tokens and pairs and starts:
+            cut = rng.choice(starts)
+            a, b = tokens[:cut], tokens[cut:]
+            out.append(
+                {
+                    "input_ids": [cls_id, *a, sep_id, *b, sep_id],
+                    "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
+                }
+            )
+        elif tokens:
             out.append({"input_ids": [cls_id, *tokens, sep_id], "token_type_ids": [0] * (len(tokens) + 2)})
-        tokens, target = [], draw_target()
+        tokens, starts, target = [], [], draw_target()
 
     for sentence in document:
         if tokens and len(tokens) + len(sentence) > target:
             close()  # whole sentences: the next one starts a new segment
+        if tokens and sentence:
+            starts.append(len(tokens))
         rest = list(sentence)
         while len(rest) > target - len(tokens):  # a sentence too long for a whole segment: cut it
             cut = target - len(tokens)
@@ -179,13 +197,16 @@ def create_segment_instances(
     sep_id: int,
     short_seq_prob: float = 0.1,
     dupe_factor: int = 1,
+    pairs: bool = False,
 ) -> list[Segment]:
     """MLM-only segments of every document, `dupe_factor` passes (different short targets), shuffled."""
     segments: list[Segment] = []
     for _ in range(dupe_factor):
         for document in all_documents:
             segments.extend(
-                create_segments_from_document(document, max_seq_length, rng, cls_id, sep_id, short_seq_prob)
+                create_segments_from_document(
+                    document, max_seq_length, rng, cls_id, sep_id, short_seq_prob, pairs
+                )
             )
     rng.shuffle(segments)
     return segments

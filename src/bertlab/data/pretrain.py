@@ -83,6 +83,8 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
     `shard_docs` documents share one pool of random NSP partners. `nsp=False` (the "No NSP" ablation)
     builds one contiguous segment per instance instead (`nsp.create_segment_instances`: DOC-SENTENCES,
     token types all 0) and its batches have no `next_sentence_label`; `nsp_prob` is then unused.
+    `segment_pairs` (with `nsp=False`) splits each segment at a random sentence boundary into `[CLS] A [SEP]
+    B [SEP]`, token types 0/1, so sentence-pair fine-tuning meets trained segment-B inputs.
     """
 
     DEFAULTS: ClassVar[dict[str, Any]] = {"seed": 0}
@@ -99,6 +101,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         short_seq_prob: float = 0.1,
         nsp_prob: float = 0.5,
         nsp: bool = True,
+        segment_pairs: bool = False,
         mlm_probability: float = 0.15,
         mask_token_prob: float = 0.8,
         random_token_prob: float = 0.1,
@@ -118,6 +121,10 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         check_probabilities(short_seq_prob=short_seq_prob, nsp_prob=nsp_prob, val_fraction=val_fraction)
         check_masking(mlm_probability, mask_token_prob, random_token_prob)  # before any data is read
         eval_masking = check_eval_masking(eval_masking)
+        if segment_pairs and nsp:
+            raise DataConfigError(
+                "data.segment_pairs=true is for MLM-only data (data.nsp=false); NSP instances are pairs already"
+            )
         if dupe_factor < 1 or num_proc < 1 or shard_docs < 2:
             raise DataConfigError("dupe_factor and num_proc must be >= 1, shard_docs >= 2")
         shared = self.DEFAULTS | shared
@@ -133,6 +140,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
         self.format, self.text_field, self.corpus_split = format, text_field, corpus_split
         self.vocab_size, self.lowercase = vocab_size, lowercase
         self.short_seq_prob, self.nsp_prob, self.nsp = short_seq_prob, nsp_prob, bool(nsp)
+        self.segment_pairs = bool(segment_pairs)
         self.mlm_probability, self.mask_token_prob = mlm_probability, mask_token_prob
         self.random_token_prob, self.whole_word_masking = random_token_prob, whole_word_masking
         self.static_masking, self.dupe_factor = static_masking, dupe_factor
@@ -153,10 +161,11 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
                 settings.pop(key, None)
         # what the held-out (val/test) instances are masked with
         settings["held_out_masking"] = self.eval_masking or {k: self.hparams.get(k) for k in _TRAIN_MASKING}
+        pairs = settings.pop("segment_pairs", False)  # keys without it stay as they were
         if settings.get("nsp", True):
             settings.pop("nsp", None)
-        else:
-            settings["layout"] = "doc-sentences"  # a different instance layout, a different cache
+        else:  # a different instance layout, a different cache
+            settings["layout"] = "doc-sentence-pairs" if pairs else "doc-sentences"
         return settings
 
     def _data_dir(self, corpus: str, tokenizer: Tokenizer) -> Path:
@@ -228,6 +237,7 @@ class PretrainDataModule(CorpusVocabulary, BertDataModule):
             num_proc=self.num_proc,
             desc=desc,
             nsp=self.nsp,
+            segment_pairs=self.segment_pairs,
         )
 
     def _build(self, with_train: bool = True) -> Path:

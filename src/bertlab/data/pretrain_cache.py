@@ -205,6 +205,7 @@ def _instances_batch(
     seed: int,
     masking: dict[str, Any] | None,
     nsp: bool = True,
+    segment_pairs: bool = False,
 ) -> dict[str, list[Any]]:
     """Instances of one shard of documents (random B within the shard; without `nsp`, one contiguous
     segment each and no `next_sentence_label`); masked here when `masking` is set."""
@@ -212,7 +213,7 @@ def _instances_batch(
     rng = random.Random(f"{seed}:{indices[0]}")  # str seeds are stable across runs and processes
     if not nsp:
         segments = create_segment_instances(
-            docs, max_seq_length, rng, cls_id, sep_id, short_seq_prob, dupe_factor
+            docs, max_seq_length, rng, cls_id, sep_id, short_seq_prob, dupe_factor, segment_pairs
         )
         out: dict[str, list[Any]] = {
             "input_ids": [x["input_ids"] for x in segments],
@@ -326,9 +327,11 @@ def build_instances(
     num_proc: int,
     desc: str,
     nsp: bool = True,
+    segment_pairs: bool = False,
 ) -> Any:
     """Tokenise documents and build NSP instances (`nsp=False`: MLM-only segments, no
-    `next_sentence_label` column), masked when `masking` is set: a datasets.Dataset.
+    `next_sentence_label` column; `segment_pairs` splits them into A|B), masked when `masking` is set: a
+    datasets.Dataset.
 
     `tokenizer` must have padding and truncation off: sentences are encoded whole.
     """
@@ -376,6 +379,7 @@ def build_instances(
                 "seed": seed,
                 "masking": masking,
                 "nsp": nsp,
+                "segment_pairs": segment_pairs,
             },
         )
 
