@@ -61,7 +61,11 @@ def test_a_task_that_failed_everywhere_has_no_difference_and_no_mean(core_claim:
 
 @pytest.mark.parametrize(
     "extra",
-    [[], ["--tokenizer", "vocab.txt", "--vocab-size", "8192"], ["--vocab-size", "8192", "--pretrained", "x"]],
+    [
+        ["--pretrained", "x"],
+        ["--tokenizer", "v.txt", "--vocab-size", "8192"],
+        ["--vocab-size", "8", "--pretrained", "x"],
+    ],
 )
 def test_vocabulary_arguments_are_checked_before_any_run(
     core_claim: ModuleType, tmp_path: Path, extra: list[str], capsys: pytest.CaptureFixture[str]
