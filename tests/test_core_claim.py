@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "core_claim.py"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def core_claim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("core_claim", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("core_claim")
 
 
 def result(task: str, start: str, seed: int, score: float | None, wall: float = 10.0) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -12,17 +11,12 @@ import torch
 from bertlab.data.tokenizer import from_vocab
 from bertlab.model.bert import BertModel
 from bertlab.model.config import BertConfig
-
-SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "probe_features.py"
+from tests.bench_scripts import load_bench
 
 
 @pytest.fixture(scope="module")
 def probe() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("probe_features", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("probe_features")
 
 
 def test_probe_separates_a_separable_direction_and_not_noise(probe: ModuleType) -> None:
