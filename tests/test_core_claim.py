@@ -72,14 +72,20 @@ def test_vocabulary_arguments_are_checked_before_any_run(
     assert not (tmp_path / "out").exists()  # nothing was started
 
 
-def test_pretraining_overrides_compose_to_the_budget_recipe_on_sentence_pairs(core_claim: ModuleType) -> None:
+@pytest.mark.parametrize("pairs", [False, True])
+def test_pretraining_overrides_compose_to_the_budget_recipe(core_claim: ModuleType, pairs: bool) -> None:
     from tests.hydra_helpers import hydra_cfg
 
     args = argparse.Namespace(
-        wiki="/w", tokenizer=None, vocab_size=8191, budget="00:00:07:00", model="bert_mini"
+        wiki="/w",
+        tokenizer=None,
+        vocab_size=8191,
+        budget="00:00:07:00",
+        model="bert_mini",
+        segment_pairs=pairs,
     )
     cfg = hydra_cfg(core_claim.pretrain_args(args))
     assert cfg.data.path == "/w" and cfg.tokenizer is None and cfg.data.vocab_size == 8191
-    assert cfg.data.nsp is False and cfg.data.segment_pairs is True
+    assert cfg.data.nsp is False and cfg.data.segment_pairs is pairs
     assert cfg.task.module.objective == "mlm" and cfg.trainer.max_time == "00:00:07:00"
     assert cfg.data.max_seq_length == 64 and cfg.model.hidden_size == 256
