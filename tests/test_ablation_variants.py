@@ -106,6 +106,9 @@ def test_segment_pairs_split_whole_sentences_into_a_and_b_with_types_0_then_1() 
                 text += ids[1:-1]
         assert text == [t for s in doc for t in s], "not the document's text in order"
     assert paired > 20
+    for length, pairs, least in ((2, False, 3), (3, True, 4)):
+        with pytest.raises(ValueError, match=rf"max_seq_length={length} leaves no room.*use >= {least}$"):
+            create_segments_from_document([[5, 6]], length, random.Random(1), CLS, SEP, pairs=pairs)
     with pytest.raises(DataConfigError, match=r"data\.segment_pairs=true is for MLM-only data"):
         PretrainDataModule(nsp=True, segment_pairs=True)
 

@@ -146,7 +146,10 @@ def create_segments_from_document(
     and no NSP label. Fine-tuning's sentence pairs then meet a trained segment-B embedding and a [SEP] in the
     middle instead of ones pre-training never touched."""
     if max_seq_length < 3 + pairs:
-        raise ValueError(f"max_seq_length={max_seq_length} leaves no room for [CLS] text [SEP]; use >= 4")
+        least = 3 + pairs
+        raise ValueError(
+            f"max_seq_length={max_seq_length} leaves no room for [CLS] text [SEP]; use >= {least}"
+        )
     max_num_tokens = max_seq_length - 2 - pairs
 
     def draw_target() -> int:
@@ -161,14 +164,9 @@ def create_segments_from_document(
     def close() -> None:
         nonlocal tokens, starts, target
         if tokens and pairs and starts:
-            cut = rng.choice(starts)
-            a, b = tokens[:cut], tokens[cut:]
-            out.append(
-                {
-                    "input_ids": [cls_id, *a, sep_id, *b, sep_id],
-                    "token_type_ids": [0] * (len(a) + 2) + [1] * (len(b) + 1),
-                }
-            )
+            cut = rng.choice(starts)  # B is A's continuation; the NSP label is dropped
+            pair = make_instance(tokens[:cut], tokens[cut:], IS_NEXT, cls_id, sep_id)
+            out.append({"input_ids": pair["input_ids"], "token_type_ids": pair["token_type_ids"]})
         elif tokens:
             out.append({"input_ids": [cls_id, *tokens, sep_id], "token_type_ids": [0] * (len(tokens) + 2)})
         tokens, starts, target = [], [], draw_target()
