@@ -170,9 +170,11 @@ def test_trainer_test_from_ckpt_path_equals_loading_by_hand(task_ckpt: Path) -> 
 
 
 def test_run_plan_takes_size_and_vocabulary_from_a_ckpt(task_ckpt: Path, tmp_path: Path) -> None:
-    """pretrained=<.ckpt>: the checkpoint's sizes with the run's own dropout, its run's tokenizer; the
+    """pretrained=<.ckpt>: the checkpoint's sizes with the run's own dropout and pooling, its run's tokenizer; the
     config itself is not edited and the stored run_config records what the run used."""
-    cfg = compose_cfg([f"pretrained={task_ckpt}", "model.hidden_dropout_prob=0.2"], tmp_path / "run")
+    cfg = compose_cfg(
+        [f"pretrained={task_ckpt}", "model.hidden_dropout_prob=0.2", "model.pooling=mean"], tmp_path / "run"
+    )
     plan = plan_run(cfg)
     assert {k: plan.model[k] for k in ("hidden_size", "intermediate_size", "vocab_size")} == {
         "hidden_size": 64,
@@ -180,6 +182,7 @@ def test_run_plan_takes_size_and_vocabulary_from_a_ckpt(task_ckpt: Path, tmp_pat
         "vocab_size": 99,
     }
     assert plan.model["hidden_dropout_prob"] == 0.2 and plan.model["attention_probs_dropout_prob"] == 0.1
+    assert plan.model["pooling"] == "mean"  # the checkpoint's config.json says cls: the run decides
     assert plan.tokenizer == "some/run/export"
     assert cfg.model.hidden_size == 128 and cfg.tokenizer is None  # bert_tiny as composed, untouched
     stored = plan.run_config(cfg)

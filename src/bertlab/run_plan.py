@@ -33,7 +33,7 @@ from bertlab.renamed import upgrade_run_config
 from bertlab.run_folder import resolve_eval_checkpoint
 
 # model fields a fine-tuning run keeps from its own config when the size comes from pretrained=
-RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad")
+RUN_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "unpad", "pooling")
 # model keys that are not BertConfig fields: the preset's published checkpoint (fine-tuning's pretrained=)
 PRESET_ONLY = ("hub_name",)
 # tasks that score a pre-trained checkpoint with its own MLM/NSP heads, and the mode they do it in:
@@ -162,7 +162,7 @@ def read_pretrained_config(name: str) -> BertConfig:
 
 def model_config(cfg: DictConfig) -> dict[str, Any]:
     """cfg.model without the preset's `hub_name`; with pretrained= the size is the checkpoint's (an explicit
-    model= or model.<size>= must agree), and the run keeps its own dropout and `unpad`."""
+    model= or model.<size>= must agree), and the run keeps its own dropout, `unpad` and `pooling`."""
     configured: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     for key in PRESET_ONLY:
         configured.pop(key, None)

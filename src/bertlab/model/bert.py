@@ -219,17 +219,25 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(dense(h_[CLS])): `(B, T, H)` -> `(B, H)`; under `config.is_decoder`, h of each row's last real
-    token instead (see the module docstring)."""
+    """tanh(dense(h_[CLS])): `(B, T, H)` -> `(B, H)`. Under `config.is_decoder`, h of each row's last real
+    token instead (see the module docstring); with `config.pooling="mean"`, the mean of the real tokens' h."""
 
     def __init__(self, config: BertConfig) -> None:
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.activation = nn.Tanh()
         self.last_token = config.is_decoder
+        self.mean = config.pooling == "mean"
 
     def forward(self, hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
         """hidden `(B, T, H)`, attention_mask `(B, T)` (1 real / 0 pad; None: all real) -> `(B, H)`."""
+        if self.mean:
+            if attention_mask is None:
+                return self.activation(self.dense(hidden.mean(1)))
+            real = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+            # padded positions may hold anything (transformers' path): weight them out, never read them
+            summed = (hidden * real).sum(1)
+            return self.activation(self.dense(summed / real.sum(1).clamp_min(1.0)))
         if not self.last_token:
             return self.activation(self.dense(hidden[:, 0]))
         batch, length, _ = hidden.shape

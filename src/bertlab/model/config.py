@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -30,6 +31,10 @@ class BertConfig:
     # causal self-attention (a position attends to itself and earlier ones): the paper's LTR model;
     # transformers' name, so its BertModel / BertLMHeadModel apply the same mask to an export
     is_decoder: bool = False
+    # bertlab-only: what the pooler reads. "cls": h_[CLS], the paper's (and transformers'); "mean": the mean of
+    # the real tokens' h (cramming, sentence-transformers), for encoders whose [CLS] nothing trained (MLM
+    # without NSP). Written to config.json so bertlab reloads it; transformers ignores it (the export warns).
+    pooling: str = "cls"
     # bertlab-only: run dense layers on real tokens only when a batch has padding (same numbers).
     unpad: bool = True
 
@@ -41,6 +46,8 @@ class BertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ValueError(f"hidden_act {self.hidden_act!r} is not supported; use one of {ACTIVATIONS}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling {self.pooling!r} is not supported; use one of {POOLINGS}")
         for name in (
             "vocab_size",
             "hidden_size",

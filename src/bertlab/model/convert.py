@@ -170,12 +170,20 @@ def write_folder(
             out,
         )
         architecture = "BertModel"
-    elif config.is_decoder and any(k.removeprefix("bert.").startswith("pooler.") for k in weights):
+    elif any(k.removeprefix("bert.").startswith("pooler.") for k in weights) and (
+        config.is_decoder or config.pooling != "cls"
+    ):
+        reads = (
+            "the mean of its real tokens (pooling=mean)"
+            if config.pooling == "mean"
+            else "its last real token (causal: is_decoder)"
+        )
         log.warning(
-            "export: %s is causal (is_decoder) and pools its last real token; transformers' pooler reads "
-            "position 0, so its pooled output and classifier logits differ from bertlab's; load %s with "
-            "bertlab's from_pretrained for the fine-tuned numbers",
+            "export: %s pools %s; transformers' pooler reads position 0, so its pooled output and "
+            "classifier logits differ from bertlab's; load %s with bertlab's from_pretrained for the "
+            "fine-tuned numbers",
             architecture,
+            reads,
             out,
         )
     values = config.to_dict() | {"architectures": [architecture], "tie_word_embeddings": True}
