@@ -120,6 +120,25 @@ def pretrain_args(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def finetune_args(args: argparse.Namespace, pretrained: str, vocab_size: int) -> list[str]:
+    """`train.py` overrides every fine-tuning run shares, both starts: the one recipe (task, start and seed
+    come per run)."""
+    return [
+        f"paths.data_dir={Path(args.glue).parent}",
+        f"task.module.optimizer.lr={args.lr}",
+        f"trainer.max_epochs={args.epochs}",
+        f"data.batch_size={args.batch_size}",
+        f"data.max_train_examples={args.max_train_examples}",
+        f"data.max_seq_length={args.max_seq_length}",
+        f"tokenizer={args.tokenizer or pretrained}",
+        f"model.vocab_size={vocab_size}",  # random init gets the pre-trained start's vocabulary
+        f"model.pooling={args.pooling}",
+        "export=false",
+        *common_args(args),
+        *args.extra,
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="folder for every run and core_claim.json")
@@ -155,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
         help="fine-tuning data.max_seq_length: the budget recipe pre-trains 64-token segments, so later "
         "positions keep their initial embeddings (both starts get the same length)",
     )  # fmt: skip
+    p.add_argument(
+        "--pooling", choices=("cls", "mean"), default="cls",
+        help="what the classifier reads (model.pooling): cls, the paper's pooled [CLS]; mean, the mean of the "
+        "real tokens. MLM without NSP never trains [CLS]'s output or the pooler",
+    )  # fmt: skip
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every fine-tuning run")
     args = p.parse_args(argv)
     if args.tokenizer is not None and args.vocab_size is not None:
@@ -166,7 +190,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
     cores = os.cpu_count() or 1
-    common = common_args(args)
 
     pretrained, pretrain_wall, pretrain_metrics = args.pretrained, 0.0, {}
     if pretrained is None:
@@ -178,19 +201,7 @@ def main(argv: list[str] | None = None) -> None:
         log.info("pre-trained in %.0f s: %s", pretrain_wall, pretrain_metrics)
 
     vocab_size = load_tokenizer(args.tokenizer or pretrained).get_vocab_size()
-    recipe = [
-        f"paths.data_dir={Path(args.glue).parent}",
-        f"task.module.optimizer.lr={args.lr}",
-        f"trainer.max_epochs={args.epochs}",
-        f"data.batch_size={args.batch_size}",
-        f"data.max_train_examples={args.max_train_examples}",
-        f"data.max_seq_length={args.max_seq_length}",
-        f"tokenizer={args.tokenizer or pretrained}",
-        f"model.vocab_size={vocab_size}",  # random init gets the pre-trained start's vocabulary
-        "export=false",
-        *common,
-        *args.extra,
-    ]
+    recipe = finetune_args(args, pretrained, vocab_size)
     jobs = [
         (task, start, seed)
         for task in args.tasks
