@@ -15,6 +15,8 @@ not fight over threads.
     python bench/core_claim.py --out runs/core_claim --budget 00:00:20:00 --tokenizer <MiniLM folder>
     python bench/core_claim.py --out runs/again --pretrained runs/core_claim/pretrain/export \\
         --tokenizer runs/core_claim/pretrain/export          # fine-tune an earlier run's export again
+    python bench/core_claim.py --out runs/mean --pretrained runs/core_claim/pretrain/export \\
+        --tokenizer runs/core_claim/pretrain/export --pooling cls   # the paper's pooled [CLS]
 """
 
 from __future__ import annotations
@@ -175,10 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         "positions keep their initial embeddings (both starts get the same length)",
     )  # fmt: skip
     p.add_argument(
-        "--pooling", choices=("cls", "mean"), default="cls",
+        "--pooling", choices=("cls", "mean"), default="mean",
         help="what the classifier reads (model.pooling): cls, the paper's pooled [CLS]; mean, the mean of the "
         "real tokens. MLM without NSP never trains [CLS]'s output or the pooler",
     )  # fmt: skip
+    # mean by default: on the same hour's export the mean over tasks went from -0.4 ([CLS]) to +3.9 (README)
     p.add_argument("--extra", nargs="*", default=[], help="more overrides for every fine-tuning run")
     args = p.parse_args(argv)
     if args.tokenizer is not None and args.vocab_size is not None:
