@@ -15,7 +15,7 @@ not fight over threads.
     python bench/core_claim.py --out runs/core_claim --budget 00:00:20:00 --tokenizer <MiniLM folder>
     python bench/core_claim.py --out runs/again --pretrained runs/core_claim/pretrain/export \\
         --tokenizer runs/core_claim/pretrain/export          # fine-tune an earlier run's export again
-    python bench/core_claim.py --out runs/mean --pretrained runs/core_claim/pretrain/export \\
+    python bench/core_claim.py --out runs/cls --pretrained runs/core_claim/pretrain/export \\
         --tokenizer runs/core_claim/pretrain/export --pooling cls   # the paper's pooled [CLS]
 """
 
@@ -35,6 +35,7 @@ from typing import Any
 
 from bertlab.data.glue_tasks import main_metric
 from bertlab.data.tokenizer import load_tokenizer
+from bertlab.model.config import POOLINGS
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = ("sst2", "mrpc", "stsb", "cola", "rte")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         "positions keep their initial embeddings (both starts get the same length)",
     )  # fmt: skip
     p.add_argument(
-        "--pooling", choices=("cls", "mean"), default="mean",
+        "--pooling", choices=POOLINGS, default="mean",
         help="what the classifier reads (model.pooling): cls, the paper's pooled [CLS]; mean, the mean of the "
         "real tokens. MLM without NSP never trains [CLS]'s output or the pooler",
     )  # fmt: skip
