@@ -46,18 +46,29 @@ log = logging.getLogger("core_claim")
 
 
 def train(args: list[str], run_dir: Path, threads: int) -> tuple[dict[str, Any], float, str]:
-    """Run `train.py args` into run_dir; (metrics.json or {}, wall seconds, last error line or "")."""
+    """Run `train.py args` into run_dir; (metrics.json or {}, wall seconds, last error line or "").
+
+    A run folder that already finished the same command (its `core_claim_run.json`) is reused, not run
+    again: an interrupted comparison, or one widened to more tasks or seeds, picks up where it stopped.
+    """
     cmd = [sys.executable, "train.py", *args, f"hydra.run.dir={run_dir}", f"hardware.threads={threads}"]
+    metrics_file, record = run_dir / "metrics.json", run_dir / "core_claim_run.json"
+    if record.is_file() and metrics_file.is_file():
+        done = json.loads(record.read_text(encoding="utf-8"))
+        if done.get("args") == cmd[1:]:
+            log.info("reusing %s: it finished the same command in %.0f s", run_dir, done["wall_s"])
+            return json.loads(metrics_file.read_text(encoding="utf-8")), done["wall_s"], ""
     log.info("%s", " ".join(cmd[1:]))
     run_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file.unlink(missing_ok=True)  # a stale one from another command must not pass for this run's
     start = time.perf_counter()
     with open(run_dir / "stdout.log", "w", encoding="utf-8") as out:
         proc = subprocess.run(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - start
-    metrics_file = run_dir / "metrics.json"
     if proc.returncode != 0 or not metrics_file.is_file():
         lines = (run_dir / "stdout.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()
         return {}, wall, (lines[-1] if lines else f"exit {proc.returncode}")
+    record.write_text(json.dumps({"args": cmd[1:], "wall_s": wall}), encoding="utf-8")
     return json.loads(metrics_file.read_text(encoding="utf-8")), wall, ""
 
 

@@ -193,6 +193,18 @@ def test_run_plan_takes_size_and_vocabulary_from_a_ckpt(task_ckpt: Path, tmp_pat
         plan_run(compose_cfg([f"pretrained={task_ckpt}", "model=bert_tiny"], tmp_path / "run2"))
 
 
+def test_scoring_a_pretrained_model_reads_it_with_its_own_pooling(tmp_path: Path) -> None:
+    """task=pretrain mode=test pretrained=<folder>: the NSP head reads the pooled output, so the checkpoint's
+    pooling wins over the run's default, as with ckpt=; an explicit model.pooling= still decides, and a
+    fit from it keeps the run's own."""
+    BertModel(tiny_config(pooling="mean")).save_pretrained(str(tmp_path / "mean"))
+    scored = ["task=pretrain", "mode=test", f"pretrained={tmp_path / 'mean'}"]
+    assert plan_run(compose_cfg(scored, tmp_path / "a")).model["pooling"] == "mean"
+    assert plan_run(compose_cfg([*scored, "model.pooling=cls"], tmp_path / "b")).model["pooling"] == "cls"
+    fit = ["task=pretrain", f"pretrained={tmp_path / 'mean'}"]
+    assert plan_run(compose_cfg(fit, tmp_path / "c")).model["pooling"] == "cls"
+
+
 def test_pretraining_ckpt_records_its_vocabulary_and_feeds_pretrained(
     shared_data: Path, tmp_path: Path
 ) -> None:

@@ -106,3 +106,29 @@ def test_finetuning_overrides_compose_to_one_recipe(core_claim: ModuleType, pool
     assert cfg.task.module.optimizer.lr == 3e-4 and cfg.trainer.max_epochs == 3
     assert (cfg.data.batch_size, cfg.data.max_train_examples, cfg.data.max_seq_length) == (31, 8001, 63)
     assert cfg.export is False and cfg.trainer.log_every_n_steps == 7
+
+
+def test_a_finished_run_is_reused_only_for_the_same_command(
+    core_claim: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A widened or interrupted comparison reruns nothing that finished the same command; another command
+    (here another lr) runs again, and a failed run leaves no record to reuse."""
+    calls: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **_: Any) -> Any:
+        calls.append(cmd)
+        ok = "lr=1" in cmd
+        if ok:
+            (tmp_path / "run" / "metrics.json").write_text('{"val/acc": 0.75}', encoding="utf-8")
+        return argparse.Namespace(returncode=0 if ok else 1)
+
+    monkeypatch.setattr(core_claim.subprocess, "run", fake_run)
+    first = core_claim.train(["lr=1"], tmp_path / "run", 1)
+    assert first[0] == {"val/acc": 0.75} and first[2] == "" and len(calls) == 1
+    again = core_claim.train(["lr=1"], tmp_path / "run", 1)
+    assert again == first and len(calls) == 1  # reused: same metrics and wall time, nothing run
+    failed = core_claim.train(["lr=2"], tmp_path / "run", 1)  # another command: runs, fails
+    assert failed[0] == {} and failed[2] == "exit 1" and len(calls) == 2
+    assert not (tmp_path / "run" / "metrics.json").exists()  # lr=1's metrics cannot pass for lr=2's
+    core_claim.train(["lr=1"], tmp_path / "run", 1)
+    assert len(calls) == 3  # its record names lr=1 but its metrics are gone: run again

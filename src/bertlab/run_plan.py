@@ -162,7 +162,8 @@ def read_pretrained_config(name: str) -> BertConfig:
 
 def model_config(cfg: DictConfig) -> dict[str, Any]:
     """cfg.model without the preset's `hub_name`; with pretrained= the size is the checkpoint's (an explicit
-    model= or model.<size>= must agree), and the run keeps its own dropout, `unpad` and `pooling`."""
+    model= or model.<size>= must agree), and the run keeps its own dropout, `unpad` and `pooling` (scoring a
+    pre-trained model with its own heads keeps the checkpoint's pooling unless `model.pooling=` is given)."""
     configured: dict[str, Any] = OmegaConf.to_container(cfg.model, resolve=True)  # type: ignore[assignment]
     for key in PRESET_ONLY:
         configured.pop(key, None)
@@ -170,9 +171,15 @@ def model_config(cfg: DictConfig) -> dict[str, Any]:
         return configured
     found = read_pretrained_config(cfg.pretrained)
     sized = ("model", *(f"model.{f}" for f in SIZE_FIELDS))
-    if any(override_key(o) in sized for o in task_overrides()):
+    overridden = {override_key(o) for o in task_overrides()}
+    if overridden & set(sized):
         check_size(found, BertConfig.from_dict(configured), f"pretrained={cfg.pretrained}")
-    values = found.to_dict() | {k: configured[k] for k in RUN_FIELDS if k in configured}
+    kept = RUN_FIELDS
+    if SCORES_PRETRAINED.get(cfg.task.name) == cfg.mode and "model.pooling" not in overridden:
+        # scoring a pre-trained model with its own heads (NSP reads the pooled output): it is read the way
+        # it was trained, as `ckpt=` is (read_back_checkpoint), unless the command line says otherwise
+        kept = tuple(k for k in RUN_FIELDS if k != "pooling")
+    values = found.to_dict() | {k: configured[k] for k in kept if k in configured}
     for key in ("model_type", "position_embedding_type"):
         values.pop(key, None)
     return values
