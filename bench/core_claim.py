@@ -115,8 +115,29 @@ def common_args(args: argparse.Namespace) -> list[str]:
     return ["logger=csv", f"model={args.model}"]
 
 
+def seconds(clock: str) -> int:
+    """DD:HH:MM:SS (trainer.max_time) as seconds."""
+    days, hours, minutes, secs = (int(part) for part in clock.split(":"))
+    return ((days * 24 + hours) * 60 + minutes) * 60 + secs
+
+
+def clock(total: int) -> str:
+    """Seconds as DD:HH:MM:SS."""
+    return f"{total // 86400:02d}:{total // 3600 % 24:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
+
+
+def phase_budgets(args: argparse.Namespace) -> tuple[str, str | None]:
+    """trainer.max_time of the short phase and of the long one (None without --long-share): one budget."""
+    if not args.long_share:
+        return args.budget, None
+    total = seconds(args.budget)
+    long = round(total * args.long_share)
+    return clock(total - long), clock(long)
+
+
 def pretrain_args(args: argparse.Namespace) -> list[str]:
-    """`train.py` overrides of the pre-training run: the budget recipe on the wiki for `--budget`."""
+    """`train.py` overrides of the pre-training run: the budget recipe on the wiki for `--budget` (its short
+    phase's share of it with --long-share)."""
     return [
         "experiment=pretrain_cpu_budget",
         f"data.path={args.wiki}",
@@ -129,8 +150,26 @@ def pretrain_args(args: argparse.Namespace) -> list[str]:
         # segment-B embedding and middle [SEP] are trained (MLM only, no NSP). Measured over an hour it did
         # not help them (README), so single segments stay the default
         *(["data.segment_pairs=true"] if args.segment_pairs else []),
-        f"trainer.max_time={args.budget}",
+        f"trainer.max_time={phase_budgets(args)[0]}",
         *common_args(args),
+    ]
+
+
+def long_phase_args(args: argparse.Namespace, short_export: str) -> list[str]:
+    """`train.py` overrides of the long phase (the paper's last 10% at length 512, here --long-length): the
+    short phase's export (weights and MLM head; its vocabulary unless --tokenizer), the same recipe at the
+    longer length for the rest of the budget, with a fresh optimizer at --long-lr."""
+    return [
+        "experiment=pretrain_cpu_budget",
+        f"data.path={args.wiki}",
+        f"pretrained={short_export}",
+        # tokenizer=null: the export's vocabulary
+        f"tokenizer={args.tokenizer}" if args.tokenizer else "tokenizer=null",
+        *(["data.segment_pairs=true"] if args.segment_pairs else []),
+        f"data.max_seq_length={args.long_length}",
+        f"task.module.optimizer.lr={args.long_lr}",
+        f"trainer.max_time={phase_budgets(args)[1]}",
+        "logger=csv",  # no model=: the size is the export's (an explicit one is checked against it)
     ]
 
 
@@ -171,6 +210,16 @@ def main(argv: list[str] | None = None) -> None:
         "--segment-pairs", action="store_true",
         help="pre-train on sentence pairs [CLS] A [SEP] B [SEP] (data.segment_pairs=true), still MLM only",
     )  # fmt: skip
+    p.add_argument(
+        "--long-share", type=float, default=0.0,
+        help="share of --budget pre-trained on at --long-length after the recipe's 64 tokens (the paper's "
+        "90/10 of lengths 128/512): 0.1 trains positions up to --long-length; 0 (default) one phase",
+    )  # fmt: skip
+    p.add_argument("--long-length", type=int, default=128, help="the long phase's data.max_seq_length")
+    p.add_argument(
+        "--long-lr", type=float, default=5e-4,
+        help="the long phase's peak lr (fresh AdamW, the recipe's warmup, decay to 0 at the budget's end)",
+    )  # fmt: skip
     p.add_argument("--model", default="bert_mini")
     p.add_argument("--tasks", nargs="+", default=list(TASKS))
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
@@ -202,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
         args.vocab_size = VOCAB_SIZE
     if args.vocab_size is not None and args.pretrained is not None:
         p.error("--vocab-size trains a vocabulary while pre-training; with --pretrained give --tokenizer")
+    if not 0.0 <= args.long_share < 1.0:
+        p.error(f"--long-share {args.long_share}: a share of the budget, at least 0 and below 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out = args.out.resolve()
     cores = os.cpu_count() or 1
@@ -214,6 +265,14 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"error: pre-training failed ({run}/stdout.log): {error}")
         pretrained = str(run / "export")  # a trained vocabulary is exported beside the weights
         log.info("pre-trained in %.0f s: %s", pretrain_wall, pretrain_metrics)
+        if args.long_share:
+            run = out / "pretrain_long"
+            long_metrics, long_wall, error = train(long_phase_args(args, pretrained), run, cores)
+            if error:
+                raise SystemExit(f"error: the long pre-training phase failed ({run}/stdout.log): {error}")
+            pretrained, pretrain_wall = str(run / "export"), pretrain_wall + long_wall
+            pretrain_metrics = {"short": pretrain_metrics, "long": long_metrics}
+            log.info("long phase in %.0f s: %s", long_wall, long_metrics)
 
     vocab_size = load_tokenizer(args.tokenizer or pretrained).get_vocab_size()
     recipe = finetune_args(args, pretrained, vocab_size)

@@ -83,12 +83,51 @@ def test_pretraining_overrides_compose_to_the_budget_recipe(core_claim: ModuleTy
         budget="00:00:07:00",
         model="bert_mini",
         segment_pairs=pairs,
+        long_share=0.0,
     )
     cfg = hydra_cfg(core_claim.pretrain_args(args))
     assert cfg.data.path == "/w" and cfg.tokenizer is None and cfg.data.vocab_size == 8191
     assert cfg.data.nsp is False and cfg.data.segment_pairs is pairs
     assert cfg.task.module.objective == "mlm" and cfg.trainer.max_time == "00:00:07:00"
     assert cfg.data.max_seq_length == 64 and cfg.model.hidden_size == 256
+
+
+@pytest.mark.parametrize(
+    ("budget", "short", "long"),
+    [("00:01:00:00", "00:00:54:00", "00:00:06:00"), ("01:00:07:00", "00:21:42:18", "00:02:24:42")],
+)
+def test_the_long_phase_takes_its_share_of_one_budget(
+    core_claim: ModuleType, budget: str, short: str, long: str
+) -> None:
+    """--long-share 0.1: the short phase runs 90% of --budget at the recipe's 64 tokens, then the long phase
+    the rest at --long-length from the short phase's export, its vocabulary and size (no model= that could
+    disagree with it), with a fresh optimizer at --long-lr."""
+    from tests.hydra_helpers import hydra_cfg
+
+    args = argparse.Namespace(
+        wiki="/w", tokenizer=None, vocab_size=8191, budget=budget, model="bert_mini", segment_pairs=True,
+        long_share=0.1, long_length=127, long_lr=5e-4,
+    )  # fmt: skip
+    assert core_claim.phase_budgets(args) == (short, long)
+    assert hydra_cfg(core_claim.pretrain_args(args)).trainer.max_time == short
+    overrides = core_claim.long_phase_args(args, "/runs/pretrain/export")
+    assert not any(o.startswith("model=") for o in overrides)
+    cfg = hydra_cfg(overrides)
+    assert cfg.pretrained == "/runs/pretrain/export" and cfg.tokenizer is None and cfg.data.segment_pairs
+    assert (cfg.data.max_seq_length, cfg.task.module.optimizer.lr, cfg.trainer.max_time) == (127, 5e-4, long)
+    assert cfg.task.module.objective == "mlm" and cfg.task.module.continue_from is None
+    one_phase = argparse.Namespace(**{**vars(args), "long_share": 0.0})
+    assert core_claim.phase_budgets(one_phase) == (budget, None)
+
+
+@pytest.mark.parametrize("share", ["1", "-0.1"])
+def test_a_long_share_outside_the_budget_is_refused_before_any_run(
+    core_claim: ModuleType, tmp_path: Path, share: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        core_claim.main(["--out", str(tmp_path / "out"), "--long-share", share])
+    assert exit_info.value.code == 2 and f"--long-share {float(share)}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
