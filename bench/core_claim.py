@@ -13,6 +13,8 @@ not fight over threads.
 
     python bench/core_claim.py --out runs/core_claim        # an hour; 8,192-token vocabulary trained on the wiki
     python bench/core_claim.py --out runs/core_claim --budget 00:00:20:00 --tokenizer <MiniLM folder>
+    python bench/core_claim.py --out runs/two_phase --segment-pairs --long-share 0.1 --max-seq-length 128
+                                   # 54 minutes at 64 tokens, 6 at 128 from that export; fine-tune at 128
     python bench/core_claim.py --out runs/again --pretrained runs/core_claim/pretrain/export \\
         --tokenizer runs/core_claim/pretrain/export          # fine-tune an earlier run's export again
     python bench/core_claim.py --out runs/cls --pretrained runs/core_claim/pretrain/export \\

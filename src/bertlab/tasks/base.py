@@ -35,6 +35,11 @@ def no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "LayerNorm" in name
 
 
+def is_body(name: str) -> bool:
+    """Whether a parameter is the encoder's body (embeddings, transformer layers) rather than a head on it."""
+    return ".embeddings." in f".{name}" or ".encoder." in f".{name}"
+
+
 def gather_objects(obj: Any) -> list[Any]:
     """`[obj]` of every rank (a list of one outside distributed runs); picklable objects of any size."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -54,6 +59,7 @@ class BertTask(L.LightningModule):
         optimizer: Callable[..., Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         continue_from: str | None = None,
+        head_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         # plain containers only: checkpoints must load under torch's weights_only default
@@ -62,6 +68,12 @@ class BertTask(L.LightningModule):
         self.pretrained = pretrained
         # a .ckpt whose optimizer, schedule and step count fit continues (tasks/continuation.py)
         self.continue_from = continue_from
+        if head_lr_scale <= 0:
+            raise ScheduleError(
+                f"task.module.head_lr_scale={head_lr_scale}: the head's lr is optimizer.lr times this; use a "
+                "positive number (1: one lr for every weight)"
+            )
+        self.head_lr_scale = head_lr_scale
         self.optimizer_factory = optimizer or partial(torch.optim.AdamW, lr=5e-5, weight_decay=0.01)
         self.scheduler_factory = scheduler or partial(warmup_linear, warmup_ratio=0.1)
 
@@ -73,12 +85,31 @@ class BertTask(L.LightningModule):
         return model
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Two groups: with weight decay, and without (biases, LayerNorm)."""
-        decay, plain = [], []
+        """Two groups: with weight decay, and without (biases, LayerNorm). With `head_lr_scale` != 1, two more
+        for the head (all but the embeddings and encoder layers: pooler, classifier, MLM transform) at
+        optimizer.lr × head_lr_scale: a head that starts from random reads features sooner."""
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
         for name, param in self.named_parameters():
             if param.requires_grad:
-                (plain if no_decay(name, param) else decay).append(param)
-        return [{"params": decay}, {"params": plain, "weight_decay": 0.0}]
+                head = self.head_lr_scale != 1 and not is_body(name)
+                groups.setdefault((head, no_decay(name, param)), []).append(param)
+        out = [
+            {"params": groups.get((False, False), [])},
+            {"params": groups.get((False, True), []), "weight_decay": 0.0},
+        ]
+        if self.head_lr_scale != 1:
+            base = getattr(self.optimizer_factory, "keywords", {}).get("lr")
+            if base is None:
+                raise ScheduleError(
+                    f"task.module.head_lr_scale={self.head_lr_scale} scales task.module.optimizer.lr, which is "
+                    "not set: set it, or head_lr_scale=1"
+                )
+            lr = base * self.head_lr_scale
+            out += [
+                {"params": groups.get((True, False), []), "lr": lr},
+                {"params": groups.get((True, True), []), "weight_decay": 0.0, "lr": lr},
+            ]
+        return out
 
     def configure_optimizers(self) -> dict[str, Any]:
         """The optimizer over `parameter_groups`, stepped by the schedule per optimizer step; the schedule's
