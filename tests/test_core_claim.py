@@ -135,7 +135,8 @@ def test_finetuning_overrides_compose_to_one_recipe(core_claim: ModuleType, pool
     from tests.hydra_helpers import hydra_cfg
 
     args = argparse.Namespace(
-        glue="/d/glue", lr=3e-4, epochs=3, batch_size=31, max_train_examples=8001, max_seq_length=63,
+        glue="/d/glue", lr=3e-4, head_lr_scale=7.0, epochs=3, batch_size=31, max_train_examples=8001,
+        max_seq_length=63,
         tokenizer=None, pooling=pooling, model="bert_mini", extra=["trainer.log_every_n_steps=7"],
     )  # fmt: skip
     recipe = core_claim.finetune_args(args, "/runs/pretrain/export", 8191)
@@ -143,6 +144,7 @@ def test_finetuning_overrides_compose_to_one_recipe(core_claim: ModuleType, pool
     assert cfg.model.pooling == pooling and cfg.model.vocab_size == 8191 and cfg.model.hidden_size == 256
     assert cfg.tokenizer == "/runs/pretrain/export" and cfg.paths.data_dir == "/d"
     assert cfg.task.module.optimizer.lr == 3e-4 and cfg.trainer.max_epochs == 3
+    assert cfg.task.module.head_lr_scale == 7.0
     assert (cfg.data.batch_size, cfg.data.max_train_examples, cfg.data.max_seq_length) == (31, 8001, 63)
     assert cfg.export is False and cfg.trainer.log_every_n_steps == 7
 
