@@ -44,6 +44,7 @@ TASKS = ("sst2", "mrpc", "stsb", "cola", "rte")
 # an 8,192-token WordPiece trained on the wiki (13 s): the hour ran 72 sequences/s against 44.5 with the 30,522
 # uncased vocabulary, whose decoder is most of bert_mini's cost, and its start fine-tuned better (README)
 VOCAB_SIZE = 8192
+LOGGER = "logger=csv"  # every run logs metrics to CSV (no W&B)
 log = logging.getLogger("core_claim")
 
 
@@ -113,8 +114,8 @@ def table(results: list[dict[str, Any]], tasks: list[str]) -> str:
 
 
 def common_args(args: argparse.Namespace) -> list[str]:
-    """Overrides of every run, pre-training and fine-tuning."""
-    return ["logger=csv", f"model={args.model}"]
+    """Overrides of every run but the long pre-training phase, whose size is its export's (it takes LOGGER)."""
+    return [LOGGER, f"model={args.model}"]
 
 
 def seconds(clock: str) -> int:
@@ -137,21 +138,29 @@ def phase_budgets(args: argparse.Namespace) -> tuple[str, str | None]:
     return clock(total - long), clock(long)
 
 
+def budget_recipe(args: argparse.Namespace) -> list[str]:
+    """`train.py` overrides both pre-training phases share: the budget recipe on the wiki, single segments or
+    sentence pairs."""
+    return [
+        "experiment=pretrain_cpu_budget",
+        f"data.path={args.wiki}",
+        # MRPC, STS-B and RTE are sentence pairs: --segment-pairs pre-trains on [CLS] A [SEP] B [SEP] so their
+        # segment-B embedding and middle [SEP] are trained (MLM only, no NSP). Measured over an hour it did
+        # not help them (README), so single segments stay the default
+        *(["data.segment_pairs=true"] if args.segment_pairs else []),
+    ]
+
+
 def pretrain_args(args: argparse.Namespace) -> list[str]:
     """`train.py` overrides of the pre-training run: the budget recipe on the wiki for `--budget` (its short
     phase's share of it with --long-share)."""
     return [
-        "experiment=pretrain_cpu_budget",
-        f"data.path={args.wiki}",
+        *budget_recipe(args),
         *(
             [f"tokenizer={args.tokenizer}"]
             if args.tokenizer
             else ["tokenizer=null", f"data.vocab_size={args.vocab_size}"]
         ),
-        # MRPC, STS-B and RTE are sentence pairs: --segment-pairs pre-trains on [CLS] A [SEP] B [SEP] so their
-        # segment-B embedding and middle [SEP] are trained (MLM only, no NSP). Measured over an hour it did
-        # not help them (README), so single segments stay the default
-        *(["data.segment_pairs=true"] if args.segment_pairs else []),
         f"trainer.max_time={phase_budgets(args)[0]}",
         *common_args(args),
     ]
@@ -162,16 +171,14 @@ def long_phase_args(args: argparse.Namespace, short_export: str) -> list[str]:
     short phase's export (weights and MLM head; its vocabulary unless --tokenizer), the same recipe at the
     longer length for the rest of the budget, with a fresh optimizer at --long-lr."""
     return [
-        "experiment=pretrain_cpu_budget",
-        f"data.path={args.wiki}",
+        *budget_recipe(args),
         f"pretrained={short_export}",
         # tokenizer=null: the export's vocabulary
         f"tokenizer={args.tokenizer}" if args.tokenizer else "tokenizer=null",
-        *(["data.segment_pairs=true"] if args.segment_pairs else []),
         f"data.max_seq_length={args.long_length}",
         f"task.module.optimizer.lr={args.long_lr}",
         f"trainer.max_time={phase_budgets(args)[1]}",
-        "logger=csv",  # no model=: the size is the export's (an explicit one is checked against it)
+        LOGGER,  # no model=: the size is the export's (an explicit one is checked against it)
     ]
 
 
